@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing kthw needs on a fresh Debian 12 machine
+# (run as root): the protobuf compiler for `make proto-check`, OpenSSH server
+# and sudo for the integration tests. Idempotent; safe to re-run.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+export PATH="/usr/local/go/bin:$PATH"
+if ! command -v go >/dev/null; then
+  echo "setup.sh: Go is required (https://go.dev/doc/install); go.mod names the version" >&2
+  exit 1
+fi
+
+pkgs=(protobuf-compiler openssh-server openssh-client sudo make git ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# sshd refuses to start without its privilege-separation directory.
+install -d -m 0755 /run/sshd
+
+go mod download
+echo "setup.sh: ready"
