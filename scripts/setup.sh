@@ -15,7 +15,7 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-pkgs=(protobuf-compiler openssh-server openssh-client sudo make git ca-certificates)
+pkgs=(protobuf-compiler openssh-server openssh-client sudo dbus make git ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -847,7 +847,7 @@ func (*RunModuleRequest_File) isRunModuleRequest_Module() {}
 type CommandModule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Argv  []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
-	// KEY=VALUE pairs added to a minimal environment (PATH, LANG=C).
+	// KEY=VALUE pairs added to a minimal environment (PATH, LANG=C.UTF-8).
 	Env []string `protobuf:"bytes,2,rep,name=env,proto3" json:"env,omitempty"`
 	Cwd string   `protobuf:"bytes,3,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	// Skip when this path exists.

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/kthw/kthw/agent/module"
+	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
+)
+
+// RunModule checks or applies one module, streaming its log lines and
+// progress, and ends with exactly one result. A request the agent cannot
+// carry out is a status error; a module that ran and failed is a result with
+// an error.
+func (s *Server) RunModule(req *agentv1.RunModuleRequest, stream grpc.ServerStreamingServer[agentv1.RunModuleEvent]) error {
+	ctx := stream.Context()
+	m, err := s.modules.New(req)
+	if err != nil {
+		return toStatus(err)
+	}
+	log := s.log.With("module", req.GetName(), "check_only", req.GetCheckOnly())
+	events := &eventSender{stream: stream}
+	env := &module.Env{
+		Root:     s.root,
+		Log:      events.log,
+		Progress: events.progress,
+		Blob:     s.blobs.path,
+		Logger:   log,
+	}
+	run := m.Apply
+	if req.GetCheckOnly() {
+		run = m.Check
+	}
+	log.InfoContext(ctx, "running module")
+	start := time.Now()
+	res, err := run(ctx, env)
+	if ctx.Err() != nil {
+		return toStatus(ctx.Err())
+	}
+	if err != nil && isRequestError(err) {
+		log.WarnContext(ctx, "module refused", "err", err)
+		return toStatus(err)
+	}
+	result := &agentv1.ModuleResult{
+		Changed:       res.Changed,
+		Diff:          validUTF8(res.Diff),
+		SkippedReason: validUTF8(res.SkippedReason),
+		ExitCode:      -1,
+	}
+	if res.Ran {
+		result.ExitCode = int32(res.ExitCode)
+	}
+	if err != nil {
+		result.Error = validUTF8(err.Error())
+		log.WarnContext(ctx, "module failed", "err", err, "duration", time.Since(start))
+	} else {
+		log.InfoContext(ctx, "module done", "changed", res.Changed, "duration", time.Since(start))
+	}
+	if err := events.send(&agentv1.RunModuleEvent{Event: &agentv1.RunModuleEvent_Result{Result: result}}); err != nil {
+		return toStatus(err)
+	}
+	return nil
+}
+
+// eventSender serializes a module's events onto the stream; modules may log
+// from several goroutines. After a failed send it drops further events: the
+// stream is broken and the context will end the module.
+type eventSender struct {
+	stream grpc.ServerStreamingServer[agentv1.RunModuleEvent]
+
+	mu  sync.Mutex
+	err error
+}
+
+func (e *eventSender) log(stream agentv1.LogLine_Stream, text string) {
+	e.send(&agentv1.RunModuleEvent{Event: &agentv1.RunModuleEvent_Log{
+		Log: &agentv1.LogLine{Stream: stream, Text: validUTF8(text)},
+	}})
+}
+
+func (e *eventSender) progress(done, total int64, unit string) {
+	e.send(&agentv1.RunModuleEvent{Event: &agentv1.RunModuleEvent_Progress{
+		Progress: &agentv1.Progress{Done: done, Total: total, Unit: unit},
+	}})
+}
+
+func (e *eventSender) send(ev *agentv1.RunModuleEvent) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.err == nil {
+		e.err = e.stream.Send(ev)
+	}
+	return e.err
+}
+
+// validUTF8 makes s fit a proto string field, which must be valid UTF-8;
+// paths and command output need not be.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
