@@ -1,0 +1,283 @@
+// Package push uploads the kthw-agent binary to a node over SSH, content-addressed by its
+// sha256, so that a node already holding the binary costs one remote command.
+//
+// Remote layout (all root-owned, 0700):
+//
+//	<Dir>/<sha256>/kthw-agent
+//
+// A push first runs one check command; if the binary is missing or differs it runs one upload
+// command that streams the binary into <Dir>/<sha256>/.kthw-agent.part.<random>, verifies its
+// sha256, and renames it into place. A corrupted or truncated upload is removed and nothing
+// is installed. Both commands run as root (through "sudo -n" for other users) and report
+// their result on a line that starts with a per-push random marker, so whatever a chatty
+// login shell prints to stdout cannot be mistaken for the answer.
+package push
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/kthw/kthw/controller/sshx"
+)
+
+// DefaultDir is the remote root directory for agent binaries.
+const DefaultDir = "/var/lib/kthw/agent"
+
+// BinaryName is the file name of the agent on the node.
+const BinaryName = "kthw-agent"
+
+// ErrCorrupted is wrapped by errors for uploads that arrived with the wrong sha256.
+var ErrCorrupted = errors.New("upload corrupted")
+
+// CorruptedError reports an upload whose remote sha256 did not match; nothing was installed.
+type CorruptedError struct {
+	Host      string
+	Got, Want string // sha256 hex
+	Bytes     int64  // bytes that arrived, -1 if unknown
+}
+
+func (e *CorruptedError) Error() string {
+	return fmt.Sprintf("upload of %s to %s corrupted: sha256 %s, expected %s; nothing installed", BinaryName, e.Host, e.Got, e.Want)
+}
+
+// Is makes errors.Is(err, ErrCorrupted) work.
+func (e *CorruptedError) Is(target error) bool { return target == ErrCorrupted }
+
+// Pusher uploads the agent binary. The zero value is ready to use.
+type Pusher struct {
+	// Dir is the remote root directory (DefaultDir if empty). It must be absolute.
+	Dir string
+	// WrapUpload, if set, wraps the stream sent to the node (a test seam to corrupt or
+	// truncate uploads).
+	WrapUpload func(io.Reader) io.Reader
+}
+
+// Result describes a push.
+type Result struct {
+	RemotePath string // <Dir>/<sha256>/kthw-agent
+	SHA256     string // hex
+	Uploaded   bool   // false when the node already had the binary
+	Bytes      int64  // bytes sent (0 when not uploaded)
+}
+
+// Push makes sure the node behind c has localBinary at Result.RemotePath. user is the SSH
+// user (commands run through sshx.SudoPrefix(user)). A node that already has the binary costs
+// one remote command, a node that needs it two. Errors wrap *sshx.RemoteError (with
+// sshx.ErrSudoPassword when sudo wants a password) or *CorruptedError.
+func (p Pusher) Push(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
+	res, err := p.push(ctx, c, user, localBinary)
+	if err != nil {
+		return Result{}, fmt.Errorf("push agent: %w", err)
+	}
+	return res, nil
+}
+
+func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary string) (Result, error) {
+	dir := p.Dir
+	if dir == "" {
+		dir = DefaultDir
+	}
+	if !path.IsAbs(dir) || path.Clean(dir) == "/" {
+		return Result{}, fmt.Errorf("remote dir %q: must be an absolute path below /", dir)
+	}
+	dir = path.Clean(dir)
+	sum, err := hashFile(localBinary)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{RemotePath: path.Join(dir, sum, BinaryName), SHA256: sum}
+	marker, err := randomHex(12)
+	if err != nil {
+		return Result{}, err
+	}
+	marker = "KTHW-PUSH-" + marker
+	sudo := sshx.SudoPrefix(user)
+
+	// Round trip 1: is it there already?
+	out, err := sshx.RunOp(ctx, c, "check agent", sudo+sshx.Command("/bin/sh", "-c", checkScript, "kthw-push", dir, sum, marker), nil)
+	if err != nil {
+		return Result{}, err
+	}
+	switch verdict, _ := result(out, marker); verdict {
+	case "present":
+		return res, nil
+	case "absent":
+	default:
+		return Result{}, fmt.Errorf("check agent on %s: no result in output %q", c.RemoteAddr(), tail(out))
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+
+	// Round trip 2: upload, verify, install.
+	f, err := os.Open(localBinary)
+	if err != nil {
+		return Result{}, err
+	}
+	defer f.Close()
+	var body io.Reader = f
+	if p.WrapUpload != nil {
+		body = p.WrapUpload(body)
+	}
+	sent := &countingReader{r: body}
+	part, err := randomHex(8)
+	if err != nil {
+		return Result{}, err
+	}
+	out, err = sshx.RunOp(ctx, c, "upload agent", sudo+sshx.Command("/bin/sh", "-c", uploadScript, "kthw-push", dir, sum, marker, part), sent)
+	verdict, fields := result(out, marker)
+	var re *sshx.RemoteError
+	if errors.As(err, &re) && re.ExitCode == exitMismatch && verdict == "mismatch" {
+		ce := &CorruptedError{Host: c.RemoteAddr().String(), Want: sum, Bytes: -1}
+		if len(fields) > 0 {
+			ce.Got = fields[0]
+		}
+		if len(fields) > 1 {
+			fmt.Sscan(fields[1], &ce.Bytes)
+		}
+		return Result{}, ce
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if verdict != "installed" {
+		return Result{}, fmt.Errorf("upload agent to %s: no result in output %q", c.RemoteAddr(), tail(out))
+	}
+	res.Uploaded, res.Bytes = true, sent.n
+	return res, nil
+}
+
+// exitMismatch is the upload script's exit status for a sha256 mismatch.
+const exitMismatch = 86
+
+// checkScript prints "<marker> present" if $1/$2/kthw-agent exists with sha256 $2, else
+// "<marker> absent". Arguments: dir sha marker.
+const checkScript = `f="$1/$2/` + BinaryName + `"
+if [ -f "$f" ] && [ ! -L "$f" ]; then
+	s=$(sha256sum < "$f") || s=
+	if [ "${s%% *}" = "$2" ]; then echo; echo "$3 present"; exit 0; fi
+fi
+echo; echo "$3 absent"`
+
+// uploadScript streams stdin into a temporary file next to the target, checks its sha256,
+// and renames it into place; on any failure the temporary file is removed. Arguments: dir
+// sha marker random.
+const uploadScript = `set -eu
+umask 077
+d=$1 h=$2 m=$3
+t="$d/$h/.` + BinaryName + `.part.$4"
+mkdir -p "$d/$h"
+chown 0:0 "$d" "$d/$h"
+chmod 0700 "$d" "$d/$h"
+find "$d/$h" -maxdepth 1 -name '.` + BinaryName + `.part.*' -mmin +60 -exec rm -f {} + 2>/dev/null || :
+trap 'rm -f "$t"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+cat > "$t"
+s=$(sha256sum < "$t")
+s=${s%% *}
+if [ "$s" != "$h" ]; then
+	n=$(wc -c < "$t")
+	echo; echo "$m mismatch $s $n"
+	exit 86
+fi
+chmod 0700 "$t"
+sync "$t" 2>/dev/null || sync
+mv -f "$t" "$d/$h/` + BinaryName + `"
+trap - EXIT
+echo; echo "$m installed"`
+
+// result finds the last line that starts with marker and returns its first word after the
+// marker and the rest.
+func result(out []byte, marker string) (string, []string) {
+	lines := bytes.Split(out, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimRight(string(lines[i]), "\r")
+		if rest, ok := strings.CutPrefix(l, marker+" "); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return "", nil
+			}
+			return f[0], f[1:]
+		}
+	}
+	return "", nil
+}
+
+func tail(b []byte) string {
+	if len(b) > 200 {
+		b = b[len(b)-200:]
+	}
+	return string(b)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// hashCache remembers binaries' sha256 by path, size and mtime: the controller pushes the
+// same binary to many nodes.
+var hashCache sync.Map // hashKey -> string
+
+type hashKey struct {
+	path  string
+	size  int64
+	mtime time.Time
+}
+
+func hashFile(name string) (string, error) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "", fmt.Errorf("hash local agent binary: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("hash local agent binary: %s is not a regular file", name)
+	}
+	key := hashKey{name, fi.Size(), fi.ModTime()}
+	if v, ok := hashCache.Load(key); ok {
+		return v.(string), nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fmt.Errorf("hash local agent binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", fmt.Errorf("hash local agent binary: %w", err)
+	}
+	if n != fi.Size() {
+		return "", fmt.Errorf("hash local agent binary: %s changed while reading it", name)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	hashCache.Store(key, sum)
+	return sum, nil
+}
