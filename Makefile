@@ -24,7 +24,7 @@ e2e: build
 	$(GO) test -count=1 -timeout 60m -run 'E2E' ./...
 
 bench: build
-	$(GO) run ./scripts/bench
+	$(GO) run ./scripts/bench -agent $(BIN)/kthw-agent
 
 tools:
 	$(GO) build -o $(TOOLS)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing kthw needs on a fresh Debian 12 machine
-# (run as root): the protobuf compiler for `make proto-check`, OpenSSH server
-# and sudo for the integration tests. Idempotent; safe to re-run.
+# (run as root): the protobuf compiler for `make proto-check`; OpenSSH server,
+# sudo and dbus for the integration tests; mmdebstrap, systemd-nspawn and
+# apt-cacher-ng for lab nodes (the default provider and the e2e tests).
+# Idempotent; safe to re-run.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -15,7 +17,8 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-pkgs=(protobuf-compiler openssh-server openssh-client sudo dbus make git ca-certificates)
+pkgs=(protobuf-compiler openssh-server openssh-client sudo dbus make git ca-certificates
+      mmdebstrap systemd-container apt-cacher-ng iproute2 util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

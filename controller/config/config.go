@@ -101,6 +101,12 @@ type LocalProvider struct {
 	// LabDir is the absolute directory holding the nodes' root file
 	// systems. Default /var/lib/kthw/lab.
 	LabDir string `yaml:"labDir,omitempty"`
+	// ImageDir is the absolute directory caching the built node root file
+	// systems, shared by labs. Default <labDir>/rootfs.
+	ImageDir string `yaml:"imageDir,omitempty"`
+	// ProxyPort is the port of the lab's apt proxy on 127.0.0.1 and the
+	// bridge address (1024-32767). Default 3142.
+	ProxyPort int `yaml:"proxyPort,omitempty"`
 }
 
 // StaticProvider lists existing machines, one per node.

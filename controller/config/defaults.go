@@ -2,12 +2,14 @@ package config
 
 import (
 	"net/netip"
+	"path/filepath"
 )
 
 // Defaults of the cluster file, as documented on the fields.
 const (
 	DefaultBridge      = "kthw0"
 	DefaultLabDir      = "/var/lib/kthw/lab"
+	DefaultProxyPort   = 3142
 	DefaultNodeCIDR    = "10.200.0.0/24"
 	DefaultPodCIDR     = "10.244.0.0/16"
 	DefaultServiceCIDR = "10.96.0.0/12"
@@ -82,6 +84,12 @@ func (p *Provider) setDefaults() {
 		}
 		if p.Local.LabDir == "" {
 			p.Local.LabDir = DefaultLabDir
+		}
+		if p.Local.ImageDir == "" {
+			p.Local.ImageDir = filepath.Join(p.Local.LabDir, "rootfs")
+		}
+		if p.Local.ProxyPort == 0 {
+			p.Local.ProxyPort = DefaultProxyPort
 		}
 	}
 	if p.Static != nil {

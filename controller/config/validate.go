@@ -260,6 +260,12 @@ func checkLocal(e *fieldErrs, l *LocalProvider) {
 	case !filepath.IsAbs(d):
 		e.add("provider.local.labDir", "%q is not an absolute path", d)
 	}
+	if d := l.ImageDir; d != "" && !filepath.IsAbs(d) {
+		e.add("provider.local.imageDir", "%q is not an absolute path", d)
+	}
+	if p := l.ProxyPort; p != 0 && (p < 1024 || p > 32767) {
+		e.add("provider.local.proxyPort", "%d is outside 1024-32767", p)
+	}
 }
 
 func checkStatic(e *fieldErrs, s *StaticProvider, nodes []expanded, plan netPlan) {

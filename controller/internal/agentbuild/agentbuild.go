@@ -1,5 +1,6 @@
-// Package agentbuild builds kthw-agent binaries for controller tests, once per
-// test binary and variant, the same way `make build` does (CGO_ENABLED=0).
+// Package agentbuild builds kthw-agent (and kthw-controller) binaries for
+// controller tests, once per test binary and variant, the same way
+// `make build` does (CGO_ENABLED=0).
 package agentbuild
 
 import (
@@ -18,6 +19,30 @@ type Variant struct {
 	Version string
 	// APIVersion, when set, overrides the API version the agent reports.
 	APIVersion string
+	// Package is the main package to build; default ./agent/cmd/kthw-agent.
+	Package string
+}
+
+// Controller returns a kthw-controller binary with the agent built beside
+// it, as `make build` lays them out.
+func Controller(t testing.TB) string {
+	t.Helper()
+	agent := Build(t, Variant{Version: "e2e"})
+	ctl := Build(t, Variant{Version: "e2e", Package: "./controller/cmd/kthw-controller"})
+	beside := filepath.Join(filepath.Dir(ctl), "ctl")
+	mu.Lock()
+	defer mu.Unlock()
+	if err := os.MkdirAll(beside, 0o755); err != nil {
+		t.Fatalf("agentbuild: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(beside, "kthw-controller")); err != nil {
+		for src, name := range map[string]string{ctl: "kthw-controller", agent: "kthw-agent"} {
+			if err := os.Link(src, filepath.Join(beside, name)); err != nil {
+				t.Fatalf("agentbuild: %v", err)
+			}
+		}
+	}
+	return filepath.Join(beside, "kthw-controller")
 }
 
 var (
@@ -51,7 +76,11 @@ func Build(t testing.TB, v Variant) string {
 	if v.APIVersion != "" {
 		ldflags += " -X github.com/kthw/kthw/proto/kthw/agent/v1.APIVersion=" + v.APIVersion
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, "./agent/cmd/kthw-agent")
+	pkg := v.Package
+	if pkg == "" {
+		pkg = "./agent/cmd/kthw-agent"
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {

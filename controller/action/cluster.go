@@ -1,0 +1,139 @@
+package action
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/progress"
+	"github.com/kthw/kthw/controller/provider"
+	"github.com/kthw/kthw/controller/sshx"
+	"github.com/kthw/kthw/controller/workspace"
+)
+
+// ClusterOptions are what the cluster verbs (up, status, down) share.
+type ClusterOptions struct {
+	Cluster   *config.Cluster
+	Workspace *workspace.Workspace
+	Provider  provider.Provider
+	// AgentBinary is the local kthw-agent to push.
+	AgentBinary       string
+	ControllerVersion string
+	Concurrency       int
+	// NodeTimeout bounds the work on one node.
+	NodeTimeout time.Duration
+	Events      progress.Sink
+	Logger      *slog.Logger
+}
+
+func (o *ClusterOptions) setDefaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 32
+	}
+	if o.NodeTimeout == 0 {
+		o.NodeTimeout = 10 * time.Minute
+	}
+	if o.Events == nil {
+		o.Events = progress.Discard{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (o *ClusterOptions) emit(node, step string, st progress.Status, msg string, d time.Duration) {
+	o.Events.Emit(progress.Event{Time: time.Now(), Node: node, Step: step, Status: st, Message: msg, Duration: d})
+}
+
+// nodeOptions returns how to reach a provider's node.
+func (o *ClusterOptions) nodeOptions(n provider.Node) (sshx.Target, node.Options, error) {
+	t := sshx.Target{User: n.User, Host: n.Host, Port: n.Port}
+	so := sshx.Options{KnownHostsFile: o.Workspace.KnownHostsPath(), ConnectTimeout: 10 * time.Second}
+	if n.IdentityFile != "" {
+		so.IdentityFiles = []string{n.IdentityFile}
+	} else {
+		so.IdentityFiles = []string{o.Workspace.KeyPath()}
+	}
+	if n.Jump != "" {
+		j, err := sshx.ParseTarget(n.Jump)
+		if err != nil {
+			return t, node.Options{}, fmt.Errorf("node %s: jump %q: %w", n.Name, n.Jump, err)
+		}
+		so.Jump = &j
+	}
+	return t, node.Options{
+		SSH:               so,
+		AgentBinary:       o.AgentBinary,
+		ControllerVersion: o.ControllerVersion,
+		Logger:            o.Logger,
+	}, nil
+}
+
+// pin records a host key the provider learned out of band.
+func (o *ClusterOptions) pin(n provider.Node) error {
+	if n.HostKey == "" {
+		return nil
+	}
+	return o.Workspace.PinHostKey(net.JoinHostPort(n.Host, strconv.Itoa(n.Port)), n.HostKey)
+}
+
+// NodeReport is one node's outcome of a cluster verb.
+type NodeReport struct {
+	Name     string
+	Role     config.Role
+	Provider provider.Node
+	// Agent, Facts and Status are set when the agent answered.
+	AgentVersion string
+	AgentSHA256  string
+	Uploaded     bool
+	Facts        *FactsView
+	Status       *StatusView
+	Changed      bool
+	Err          error
+	Took         time.Duration
+}
+
+// FactsView is the part of an agent's facts the cluster verbs report.
+type FactsView struct {
+	OS       string `json:"os"`
+	Version  string `json:"version"`
+	Kernel   string `json:"kernel"`
+	Arch     string `json:"arch"`
+	Hostname string `json:"hostname"`
+	CPUs     int32  `json:"cpus"`
+	Memory   uint64 `json:"memory_bytes"`
+	Systemd  bool   `json:"systemd"`
+	PkgMgr   string `json:"package_manager"`
+}
+
+// StatusView is the part of an agent's status the cluster verbs report.
+type StatusView struct {
+	UnitsAvailable bool              `json:"units_available"`
+	UnitsDetail    string            `json:"units_detail,omitempty"`
+	Units          map[string]string `json:"units,omitempty"`
+}
+
+// errFailedNodes is wrapped by the error of a verb some of whose nodes failed.
+var errFailedNodes = errors.New("node(s) failed")
+
+// IsNodeFailure tells a verb that ran but had failing nodes (already
+// reported per node) from one that could not run.
+func IsNodeFailure(err error) bool { return errors.Is(err, errFailedNodes) }
+
+func failedNodes(reports []NodeReport) error {
+	n := 0
+	for _, r := range reports {
+		if r.Err != nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d %w", n, len(reports), errFailedNodes)
+}

@@ -1,0 +1,188 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/fanout"
+	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/progress"
+	"github.com/kthw/kthw/controller/state"
+	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
+)
+
+// Up brings the cluster to the state its file describes: it provisions the
+// nodes (adopting what exists), pushes and starts the agents and runs the
+// node phases, every node in its own goroutine. Each node is recorded in
+// state with intent before the provider is asked to create it, so a killed
+// run is finished, not duplicated, by the next one.
+func Up(ctx context.Context, o ClusterOptions) ([]NodeReport, error) {
+	o.setDefaults()
+	specs, err := o.Cluster.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Workspace.State.SetMeta(ctx, state.Meta{ClusterName: o.Cluster.Name}); err != nil {
+		return nil, err
+	}
+	if err := cleanHalfMade(ctx, o, specs); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	o.emit("", "prepare", progress.Started, o.Provider.Name()+" provider", 0)
+	if err := o.Provider.Prepare(ctx, specs); err != nil {
+		o.emit("", "prepare", progress.Failed, err.Error(), time.Since(start))
+		return nil, fmt.Errorf("prepare %s provider: %w", o.Provider.Name(), err)
+	}
+	o.emit("", "prepare", progress.Done, "", time.Since(start))
+
+	out := fanout.Each(ctx, len(specs), o.Concurrency, func(ctx context.Context, i int) (NodeReport, error) {
+		ctx, cancel := context.WithTimeout(ctx, o.NodeTimeout)
+		defer cancel()
+		return upNode(ctx, o, specs[i])
+	})
+	reports := make([]NodeReport, len(out))
+	for i, r := range out {
+		reports[i] = r.Value
+		reports[i].Name, reports[i].Role = specs[i].Name, specs[i].Role
+		if r.Err != nil {
+			reports[i].Err = r.Err
+		}
+	}
+	return reports, failedNodes(reports)
+}
+
+// cleanHalfMade destroys nodes of this cluster that are in state with intent
+// "creating" or "destroying" but are no longer in the cluster file: a killed
+// run's leftovers. Nodes still in the file are adopted by Ensure instead.
+func cleanHalfMade(ctx context.Context, o ClusterOptions, specs []config.NodeSpec) error {
+	recs, err := o.Workspace.State.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		wanted := slices.ContainsFunc(specs, func(s config.NodeSpec) bool { return s.Name == r.Name })
+		if wanted || r.Phase == state.PhaseCreated {
+			continue
+		}
+		o.emit(r.Name, "cleanup", progress.Started, "left "+string(r.Phase)+" by an earlier run", 0)
+		if err := destroyNode(ctx, o, r.Name, r.Address.Addr().String()); err != nil {
+			return err
+		}
+		o.emit(r.Name, "cleanup", progress.Done, "", 0)
+	}
+	return nil
+}
+
+func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeReport, error) {
+	rep := NodeReport{Name: spec.Name, Role: spec.Role}
+	st := o.Workspace.State
+	began := time.Now()
+	step := func(name string, fn func() (string, error)) error {
+		t := time.Now()
+		o.emit(spec.Name, name, progress.Started, "", 0)
+		msg, err := fn()
+		if err != nil {
+			o.emit(spec.Name, name, progress.Failed, err.Error(), time.Since(t))
+			st.AppendJournal(context.WithoutCancel(ctx), state.JournalEntry{Node: spec.Name, Step: name, Status: state.StepFailed, Message: err.Error()})
+			return err
+		}
+		o.emit(spec.Name, name, progress.Done, msg, time.Since(t))
+		return nil
+	}
+
+	// Intent first: a run killed after this line is adopted by the next.
+	rec, err := st.GetNode(ctx, spec.Name)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && rec.Phase != state.PhaseCreated) {
+		err = st.PutNode(ctx, state.Node{Name: spec.Name, Role: string(spec.Role), Provider: o.Provider.Name(),
+			Phase: state.PhaseCreating, Address: spec.Address})
+	}
+	if err != nil {
+		return rep, err
+	}
+
+	if err := step("provision", func() (string, error) {
+		n, err := o.Provider.Ensure(ctx, spec)
+		if err != nil {
+			return "", err
+		}
+		rep.Provider = n
+		if err := o.pin(n); err != nil {
+			return "", err
+		}
+		return n.Host, st.UpdateNode(ctx, spec.Name, func(r *state.Node) error {
+			r.Phase, r.ProviderID, r.HostKey = state.PhaseCreated, n.ID, n.HostKey
+			return nil
+		})
+	}); err != nil {
+		return rep, err
+	}
+
+	var conn *node.Conn
+	if err := step("agent", func() (string, error) {
+		t, opts, err := o.nodeOptions(rep.Provider)
+		if err != nil {
+			return "", err
+		}
+		conn, err = node.Connect(ctx, t, opts)
+		if err != nil {
+			return "", err
+		}
+		rep.AgentVersion = conn.Handshake.GetAgentVersion()
+		rep.AgentSHA256 = conn.Handshake.GetBinarySha256()
+		rep.Uploaded = conn.Push.Uploaded
+		msg := "agent " + rep.AgentVersion + " running"
+		if conn.Push.Uploaded {
+			msg = fmt.Sprintf("pushed %d bytes, %s", conn.Push.Bytes, msg)
+		}
+		return msg, st.UpdateNode(ctx, spec.Name, func(r *state.Node) error {
+			r.AgentSHA256 = rep.AgentSHA256
+			return nil
+		})
+	}); err != nil {
+		return rep, err
+	}
+	defer conn.Close()
+
+	if err := step("facts", func() (string, error) {
+		f, err := conn.Agent.Facts(ctx, &agentv1.FactsRequest{})
+		if err != nil {
+			return "", fmt.Errorf("facts: %w", err)
+		}
+		rep.Facts = factsView(f)
+		return fmt.Sprintf("%s %s, %s, %d CPUs", rep.Facts.OS, rep.Facts.Version, rep.Facts.Kernel, rep.Facts.CPUs), nil
+	}); err != nil {
+		return rep, err
+	}
+	rep.Took = time.Since(began)
+	o.emit(spec.Name, "ready", progress.Done, "", rep.Took)
+	return rep, nil
+}
+
+func factsView(f *agentv1.FactsResponse) *FactsView {
+	return &FactsView{
+		OS: f.GetOs().GetId(), Version: f.GetOs().GetVersionId(), Kernel: f.GetKernel(), Arch: f.GetArch(),
+		Hostname: f.GetHostname(), CPUs: f.GetCpus(), Memory: f.GetMemoryBytes(),
+		Systemd: f.GetSystemdUsable(), PkgMgr: f.GetPackageManager(),
+	}
+}
+
+func statusView(s *agentv1.StatusResponse) *StatusView {
+	v := &StatusView{UnitsAvailable: s.GetUnitsAvailable(), UnitsDetail: s.GetUnitsDetail()}
+	if len(s.GetUnits()) > 0 {
+		v.Units = map[string]string{}
+		for _, u := range s.GetUnits() {
+			state := u.GetActiveState()
+			if u.GetLoadState() == "not-found" {
+				state = "not-found"
+			}
+			v.Units[u.GetName()] = state
+		}
+	}
+	return v
+}

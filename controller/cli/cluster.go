@@ -1,0 +1,435 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/kthw/kthw/controller/action"
+	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/progress"
+	"github.com/kthw/kthw/controller/provider"
+	"github.com/kthw/kthw/controller/provider/local"
+	"github.com/kthw/kthw/controller/provider/static"
+	"github.com/kthw/kthw/controller/state"
+	"github.com/kthw/kthw/controller/workspace"
+)
+
+// clusterFlags select the cluster and its workspace.
+type clusterFlags struct {
+	file      string
+	profile   string
+	workspace string
+	output    string
+}
+
+func (f *clusterFlags) register(cmd *cobra.Command, outputs string) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "cluster file (YAML, kind Cluster); without it, the default lab cluster: 1 control plane + 2 workers on local lab nodes")
+	fl.StringVar(&f.profile, "profile", "", "distro profile: debian, ubuntu, suse or rocky (overrides the file's profile)")
+	fl.StringVar(&f.workspace, "workspace", "", "workspace directory (default $KTHW_WORKSPACE, else /var/lib/kthw/workspaces/<cluster> as root, ~/.local/share/kthw/workspaces/<cluster> otherwise)")
+	fl.StringVarP(&f.output, "output", "o", "", "output: "+outputs)
+}
+
+// loadCluster reads, defaults and validates the cluster.
+func (f *clusterFlags) loadCluster() (*config.Cluster, error) {
+	var c *config.Cluster
+	if f.file != "" {
+		var err error
+		if c, err = config.Load(f.file); err != nil {
+			return nil, err
+		}
+		if f.profile != "" {
+			c.Profile = f.profile
+		}
+	} else {
+		if f.profile == "" {
+			return nil, errors.New("give --profile (debian, ubuntu, suse, rocky) or a cluster file with -f")
+		}
+		c = config.Default(f.profile)
+	}
+	c.SetDefaults()
+	if err := c.Validate(config.DefaultProfiles()); err != nil {
+		return nil, fmt.Errorf("invalid cluster:\n%w", err)
+	}
+	return c, nil
+}
+
+// clusterEnv is an opened cluster: config, locked workspace, provider.
+type clusterEnv struct {
+	opts action.ClusterOptions
+	ws   *workspace.Workspace
+}
+
+func (e *clusterEnv) close() {
+	e.opts.Events.Close()
+	e.ws.Close()
+}
+
+// openCluster validates everything that can be validated before touching
+// the machine, then opens the workspace and builds the provider.
+func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sink, preflight bool) (*clusterEnv, error) {
+	cl, err := f.loadCluster()
+	if err != nil {
+		return nil, err
+	}
+	if cl.Provider.Type == config.ProviderLocal && os.Geteuid() != 0 {
+		return nil, errors.New("the local provider needs root: it mounts overlays, makes a bridge and runs systemd-nspawn; run kthw-controller as root")
+	}
+	if cl.Provider.Type == config.ProviderProxmox {
+		return nil, errors.New("provider proxmox is not available in this build yet; use local or static")
+	}
+	bin, err := c.agentBinary(g)
+	if err != nil {
+		return nil, err
+	}
+	log, err := c.logger(g)
+	if err != nil {
+		return nil, err
+	}
+	if preflight && cl.Provider.Type == config.ProviderLocal {
+		// Fail on a missing prerequisite before anything is made.
+		p, err := local.New(cl, nil, log)
+		if err != nil {
+			return nil, err
+		}
+		if err := findingsError(p.Doctor(context.Background())); err != nil {
+			return nil, fmt.Errorf("this machine cannot run lab nodes (see kthw-controller doctor):\n%w", err)
+		}
+	}
+	dir, err := state.ResolveWorkspace(f.workspace, cl.Name, state.WorkspaceEnv{Getenv: c.getenv, Root: os.Geteuid() == 0})
+	if err != nil {
+		return nil, err
+	}
+	ws, err := workspace.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	var p provider.Provider
+	switch cl.Provider.Type {
+	case config.ProviderLocal:
+		p, err = local.New(cl, ws.PublicKey, log)
+	case config.ProviderStatic:
+		p, err = static.New(cl)
+	}
+	if err != nil {
+		ws.Close()
+		return nil, err
+	}
+	return &clusterEnv{ws: ws, opts: action.ClusterOptions{
+		Cluster: cl, Workspace: ws, Provider: p, AgentBinary: bin,
+		ControllerVersion: c.version, Events: events, Logger: log,
+	}}, nil
+}
+
+// progressSink picks the progress format: JSON events, a live board on a
+// terminal, plain lines otherwise.
+func (c *CLI) progressSink(output string) progress.Sink {
+	if output == "json" {
+		return progress.NewJSON(c.stdout)
+	}
+	if f, ok := c.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return progress.NewBoard(c.stderr)
+	}
+	return progress.NewPlain(c.stderr)
+}
+
+func (c *CLI) upCmd(g *globalOptions) *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "up [--profile NAME] [-f cluster.yaml]",
+		Short: "Create or converge the cluster: provision nodes, push agents, run the node phases",
+		Long: "Bring the cluster to what its file (or the default lab cluster) describes. Every node runs its own\n" +
+			"pipeline in parallel; a node recorded by an earlier run is adopted, never duplicated. A re-run with\n" +
+			"nothing to do is a fast no-op. Progress goes to stderr (-o json: JSON events on stdout).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.output != "" && f.output != "json" {
+				return fmt.Errorf("bad -o %q: want json or nothing", f.output)
+			}
+			env, err := c.openCluster(g, &f, c.progressSink(f.output), true)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			start := time.Now()
+			reports, err := action.Up(cmd.Context(), env.opts)
+			if err != nil && !action.IsNodeFailure(err) {
+				return err
+			}
+			if f.output != "json" {
+				writeUpSummary(c.stdout, env.opts.Cluster, reports, time.Since(start))
+			}
+			return err
+		},
+	}
+	f.register(cmd, "json (events)")
+	return cmd
+}
+
+func writeUpSummary(w io.Writer, cl *config.Cluster, reports []action.NodeReport, took time.Duration) {
+	ok := 0
+	for _, r := range reports {
+		if r.Err == nil {
+			ok++
+		}
+	}
+	fmt.Fprintf(w, "cluster %s (%s, %s provider): %d/%d nodes ready in %s\n", cl.Name, cl.Profile, cl.Provider.Type, ok, len(reports), took.Round(10*time.Millisecond))
+	writeNodeTable(w, reports)
+}
+
+func writeNodeTable(w io.Writer, reports []action.NodeReport) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tADDRESS\tAGENT\tOS\tKERNEL\tUNITS")
+	for _, r := range reports {
+		st := string(r.Provider.State)
+		if st == "" {
+			st = "-"
+		}
+		if r.Err != nil {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tERROR\t-\t-\t%s\n", r.Name, r.Role, st, dash(r.Provider.Host), oneLine(r.Err.Error()))
+			continue
+		}
+		osName, kernel := "-", "-"
+		if r.Facts != nil {
+			osName, kernel = r.Facts.OS+" "+r.Facts.Version, r.Facts.Kernel
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Role, st, dash(r.Provider.Host), r.AgentVersion, osName, kernel, unitsText(r.Status))
+	}
+	tw.Flush()
+}
+
+func unitsText(s *action.StatusView) string {
+	if s == nil {
+		return "-"
+	}
+	if !s.UnitsAvailable {
+		return "not available: " + s.UnitsDetail
+	}
+	keys := make([]string, 0, len(s.Units))
+	for k := range s.Units {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, strings.TrimSuffix(k, ".service")+"="+s.Units[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
+	}
+	return s
+}
+
+func (c *CLI) statusCmd(g *globalOptions) *cobra.Command {
+	var (
+		f       clusterFlags
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--profile NAME] [-f cluster.yaml] [-o table|json]",
+		Short: "Show every node: provider state, address, agent, facts and unit status",
+		Long:  "Ask every node's provider and agent how it is. A node that does not answer is named with the reason;\nthe others still answer. Exits non-zero when any node failed.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.output == "" {
+				f.output = "table"
+			}
+			if f.output != "table" && f.output != "json" {
+				return fmt.Errorf("bad -o %q: want table or json", f.output)
+			}
+			env, err := c.openCluster(g, &f, progress.Discard{}, false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			reports, err := action.Status(cmd.Context(), env.opts, timeout)
+			if err != nil && !action.IsNodeFailure(err) {
+				return err
+			}
+			if f.output == "json" {
+				if werr := writeClusterJSON(c.stdout, env.opts.Cluster, reports); werr != nil {
+					return werr
+				}
+			} else {
+				writeNodeTable(c.stdout, reports)
+			}
+			for _, r := range reports {
+				if r.Err != nil {
+					fmt.Fprintf(c.stderr, "%s: %v\n", r.Name, r.Err)
+				}
+			}
+			return err
+		},
+	}
+	f.register(cmd, "table or json")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "time limit per node")
+	return cmd
+}
+
+type nodeJSON struct {
+	Name         string             `json:"name"`
+	Role         string             `json:"role"`
+	State        string             `json:"state"`
+	Address      string             `json:"address"`
+	ProviderID   string             `json:"provider_id,omitempty"`
+	OK           bool               `json:"ok"`
+	Error        string             `json:"error,omitempty"`
+	AgentVersion string             `json:"agent_version,omitempty"`
+	AgentSHA256  string             `json:"agent_sha256,omitempty"`
+	Uploaded     bool               `json:"agent_uploaded"`
+	Facts        *action.FactsView  `json:"facts,omitempty"`
+	Status       *action.StatusView `json:"status,omitempty"`
+}
+
+func writeClusterJSON(w io.Writer, cl *config.Cluster, reports []action.NodeReport) error {
+	out := struct {
+		Cluster  string     `json:"cluster"`
+		Profile  string     `json:"profile"`
+		Provider string     `json:"provider"`
+		Nodes    []nodeJSON `json:"nodes"`
+	}{Cluster: cl.Name, Profile: cl.Profile, Provider: string(cl.Provider.Type), Nodes: []nodeJSON{}}
+	for _, r := range reports {
+		j := nodeJSON{Name: r.Name, Role: string(r.Role), State: string(r.Provider.State), Address: r.Provider.Host,
+			ProviderID: r.Provider.ID, OK: r.Err == nil, AgentVersion: r.AgentVersion, AgentSHA256: r.AgentSHA256,
+			Uploaded: r.Uploaded, Facts: r.Facts, Status: r.Status}
+		if r.Err != nil {
+			j.Error = r.Err.Error()
+		}
+		out.Nodes = append(out.Nodes, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func (c *CLI) downCmd(g *globalOptions) *cobra.Command {
+	var (
+		f   clusterFlags
+		yes bool
+	)
+	cmd := &cobra.Command{
+		Use:   "down [--profile NAME] [-f cluster.yaml] [--yes]",
+		Short: "Destroy every node of the cluster and what the provider made for them",
+		Long: "Destroy the cluster's nodes (their disks too), forget them in the workspace and remove the lab's\n" +
+			"bridge and apt proxy once no node uses them. Static machines are left alone; only their records go.\n" +
+			"Asks for confirmation on a terminal unless --yes.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !yes {
+				if err := c.confirm("destroy every node of the cluster?"); err != nil {
+					return err
+				}
+			}
+			env, err := c.openCluster(g, &f, c.progressSink(f.output), false)
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			return action.Down(cmd.Context(), env.opts)
+		},
+	}
+	f.register(cmd, "json (events)")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+// confirm asks on a terminal; without one it refuses.
+func (c *CLI) confirm(question string) error {
+	in, ok := c.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return errors.New("refusing to destroy without confirmation: pass --yes")
+	}
+	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return errors.New("not confirmed")
+	}
+	return nil
+}
+
+func (c *CLI) doctorCmd(g *globalOptions) *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "doctor [--profile NAME] [-f cluster.yaml]",
+		Short: "Check this machine for what the cluster's provider needs, and say what to install",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.profile == "" && f.file == "" {
+				f.profile = "debian"
+			}
+			cl, err := f.loadCluster()
+			if err != nil {
+				return err
+			}
+			return c.doctor(cmd.Context(), g, cl)
+		},
+	}
+	f.register(cmd, "unused")
+	return cmd
+}
+
+func (c *CLI) doctor(ctx context.Context, g *globalOptions, cl *config.Cluster) error {
+	var findings []provider.Finding
+	if _, err := c.agentBinary(g); err != nil {
+		findings = append(findings, provider.Finding{Check: "kthw-agent", Detail: err.Error(), Fix: "make build, or pass --agent-binary"})
+	} else {
+		findings = append(findings, provider.Finding{Check: "kthw-agent", OK: true, Detail: "found"})
+	}
+	if cl.Provider.Type == config.ProviderLocal {
+		log, err := c.logger(g)
+		if err != nil {
+			return err
+		}
+		p, err := local.New(cl, nil, log)
+		if err != nil {
+			return err
+		}
+		findings = append(findings, p.Doctor(ctx)...)
+	}
+	failed := 0
+	for _, fd := range findings {
+		if fd.OK {
+			fmt.Fprintf(c.stdout, "ok    %-15s %s\n", fd.Check, fd.Detail)
+			continue
+		}
+		failed++
+		fmt.Fprintf(c.stdout, "FAIL  %-15s %s\n      fix: %s\n", fd.Check, fd.Detail, fd.Fix)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	return nil
+}
+
+func findingsError(findings []provider.Finding) error {
+	var errs []error
+	for _, f := range findings {
+		if !f.OK {
+			errs = append(errs, fmt.Errorf("%s: %s (fix: %s)", f.Check, f.Detail, f.Fix))
+		}
+	}
+	return errors.Join(errs...)
+}
