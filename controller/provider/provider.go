@@ -36,7 +36,7 @@ type Node struct {
 	// Host is where SSH reaches the node: an IP address or a host name.
 	Host string
 	Port int
-	User    string
+	User string
 	// IdentityFile is the SSH key for this node; empty means the
 	// workspace key (nodes the provider made authorize it).
 	IdentityFile string
