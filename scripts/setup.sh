@@ -18,7 +18,7 @@ if ! command -v go >/dev/null; then
 fi
 
 pkgs=(protobuf-compiler openssh-server openssh-client sudo dbus make git ca-certificates
-      mmdebstrap systemd-container apt-cacher-ng iproute2 util-linux)
+      mmdebstrap systemd-container apt-cacher-ng iproute2 util-linux vagrant)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,6 +24,11 @@ type ClusterOptions struct {
 	// AgentBinary is the local kthw-agent to push.
 	AgentBinary       string
 	ControllerVersion string
+	// AcceptNew records the host key of a node not yet in known_hosts
+	// (trust on first use); a changed key is still refused.
+	AcceptNew bool
+	// AgentDir and BlobDir override the agent's directories on the nodes.
+	AgentDir, BlobDir string
 	Concurrency       int
 	// NodeTimeout bounds the work on one node.
 	NodeTimeout time.Duration
@@ -53,7 +58,7 @@ func (o *ClusterOptions) emit(node, step string, st progress.Status, msg string,
 // nodeOptions returns how to reach a provider's node.
 func (o *ClusterOptions) nodeOptions(n provider.Node) (sshx.Target, node.Options, error) {
 	t := sshx.Target{User: n.User, Host: n.Host, Port: n.Port}
-	so := sshx.Options{KnownHostsFile: o.Workspace.KnownHostsPath(), ConnectTimeout: 10 * time.Second}
+	so := sshx.Options{KnownHostsFile: o.Workspace.KnownHostsPath(), AcceptNew: o.AcceptNew, ConnectTimeout: 10 * time.Second}
 	if n.IdentityFile != "" {
 		so.IdentityFiles = []string{n.IdentityFile}
 	} else {
@@ -69,6 +74,8 @@ func (o *ClusterOptions) nodeOptions(n provider.Node) (sshx.Target, node.Options
 	return t, node.Options{
 		SSH:               so,
 		AgentBinary:       o.AgentBinary,
+		AgentDir:          o.AgentDir,
+		BlobDir:           o.BlobDir,
 		ControllerVersion: o.ControllerVersion,
 		Logger:            o.Logger,
 	}, nil

@@ -32,6 +32,9 @@ type clusterFlags struct {
 	profile   string
 	workspace string
 	output    string
+	acceptNew bool
+	agentDir  string
+	blobDir   string
 }
 
 func (f *clusterFlags) register(cmd *cobra.Command, outputs string) {
@@ -40,6 +43,11 @@ func (f *clusterFlags) register(cmd *cobra.Command, outputs string) {
 	fl.StringVar(&f.profile, "profile", "", "distro profile: debian, ubuntu, suse or rocky (overrides the file's profile)")
 	fl.StringVar(&f.workspace, "workspace", "", "workspace directory (default $KTHW_WORKSPACE, else /var/lib/kthw/workspaces/<cluster> as root, ~/.local/share/kthw/workspaces/<cluster> otherwise)")
 	fl.StringVarP(&f.output, "output", "o", "", "output: "+outputs)
+	fl.BoolVar(&f.acceptNew, "accept-new", false, "trust and record the host key of a node not yet known (static machines; a changed key is still refused)")
+	fl.StringVar(&f.agentDir, "agent-dir", "", "root-owned directory on nodes for agent binaries (default /var/lib/kthw/agent)")
+	fl.StringVar(&f.blobDir, "blob-dir", "", "directory on nodes for uploaded blobs (default /var/lib/kthw/blobs)")
+	fl.MarkHidden("agent-dir")
+	fl.MarkHidden("blob-dir")
 }
 
 // loadCluster reads, defaults and validates the cluster.
@@ -128,7 +136,8 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 		return nil, err
 	}
 	return &clusterEnv{ws: ws, opts: action.ClusterOptions{
-		Cluster: cl, Workspace: ws, Provider: p, AgentBinary: bin,
+		Cluster: cl, Workspace: ws, Provider: p, AgentBinary: bin, AcceptNew: f.acceptNew,
+		AgentDir: f.agentDir, BlobDir: f.blobDir,
 		ControllerVersion: c.version, Events: events, Logger: log,
 	}}, nil
 }

@@ -71,6 +71,11 @@ func (l *Lab) Teardown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if len(nodes) == 0 {
+		if err := l.releaseNodesDir(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := l.StopProxy(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -28,9 +28,11 @@ import (
 // test never touches a lab in use. Its directory is fixed so that a run killed before its
 // cleanup is cleaned by the next. The image cache is shared with the default lab (override
 // with KTHW_LAB_IMAGE_DIR) so only the first run builds.
+// Other e2e tests of the module (controller/cli) run in parallel with this one on their own
+// bridge, range and port: keep these distinct.
 const (
 	e2eDir    = "/var/lib/kthw/lab-e2e"
-	e2eBridge = "kthwe2e0"
+	e2eBridge = "kthwlabt0"
 )
 
 var e2eRange = netip.MustParsePrefix("10.200.213.1/24")
@@ -61,7 +63,7 @@ func TestLabE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 		specs[i] = lab.NodeSpec{
-			Name: fmt.Sprintf("kthwe2e-n%d", i+1), Address: addr, Gateway: l.Gateway(),
+			Name: fmt.Sprintf("kthwlabt-n%d", i+1), Address: addr, Gateway: l.Gateway(),
 			HostKey: hostKey, AuthorizedKeys: authorized,
 		}
 		pins[i] = pub
@@ -341,7 +343,7 @@ func assertNothingLeft(t *testing.T, pids []int) {
 	}
 	for _, link := range links {
 		name := link.Attrs().Name
-		if name == e2eBridge || strings.HasPrefix(name, "vb-kthwe2e") {
+		if name == e2eBridge || strings.HasPrefix(name, "vb-kthwlabt") {
 			t.Errorf("link left: %s (%s)", name, link.Type())
 		}
 	}
@@ -354,7 +356,7 @@ func assertNothingLeft(t *testing.T, pids []int) {
 	}
 	if ents, _ := os.ReadDir("/run/systemd/nspawn/propagate"); len(ents) > 0 {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), "kthwe2e-") {
+			if strings.HasPrefix(e.Name(), "kthwlabt-") {
 				t.Errorf("systemd-nspawn state left: /run/systemd/nspawn/propagate/%s", e.Name())
 			}
 		}
@@ -440,14 +442,14 @@ func lastLine(s string) string {
 // default lab's 3142.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for p := 3150; p < 3400; p++ {
+	for p := 3150; p < 3170; p++ {
 		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
 		if err == nil {
 			ln.Close()
 			return p
 		}
 	}
-	t.Fatal("no free port in 3150..3399 for the apt proxy")
+	t.Fatal("no free port in 3150..3169 for the apt proxy")
 	return 0
 }
 

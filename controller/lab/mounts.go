@@ -25,6 +25,31 @@ func mountOverlay(lower, upper, work, target string) error {
 	return nil
 }
 
+// ensureSharedMount makes dir a mount point with shared propagation (a bind mount onto itself
+// when it is not a mount point yet).
+//
+// Why: a new mount namespace starts as a copy of all mounts. Each systemd-nspawn container
+// thus holds copies of the overlays of the nodes already running, hidden outside its root,
+// which keep their superblocks alive: a node stopped and started again would get a second
+// overlay on an upper dir that is still in use. Below a shared mount, the copies are slaves
+// (systemd-nspawn makes its namespace a slave) and our unmount propagates to them. On hosts
+// whose / is shared (systemd as PID 1) this is the case already.
+func ensureSharedMount(dir string) error {
+	mounted, err := isMountPoint(dir)
+	if err != nil {
+		return err
+	}
+	if !mounted {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount %s: %w", dir, err)
+		}
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	return nil
+}
+
 // waitSuperblockGone waits until no file system with device number dev exists in any mount
 // namespace: ustat(2) looks superblocks up globally, and blocks while one is being shut down.
 // Where ustat is not implemented (arm64), it waits a fixed short time instead.
@@ -93,32 +118,59 @@ func MountsUnder(dir string) ([]string, error) {
 	}
 	dir = filepath.Clean(dir)
 	var out []string
-	for _, mp := range all {
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
+	for _, m := range all {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, nil
 }
 
+// mountDev returns the device number of the file system mounted (last) at p, 0 when p is not
+// a mount point. For an overlay this is the overlay's own device, which stat(2) may not show.
+func mountDev(p string) (uint64, error) {
+	all, err := mountPoints()
+	if err != nil {
+		return 0, err
+	}
+	p = filepath.Clean(p)
+	var dev uint64
+	for _, m := range all {
+		if m.Point == p {
+			dev = m.Dev
+		}
+	}
+	return dev, nil
+}
+
 // isMountPoint reports whether p is a mount point in this mount namespace.
 func isMountPoint(p string) (bool, error) {
-	all, err := mountPoints()
+	dev, err := mountDev(p)
 	if err != nil {
 		return false, err
 	}
-	p = filepath.Clean(p)
-	for _, mp := range all {
-		if mp == p {
+	if dev != 0 {
+		return true, nil
+	}
+	// Device 0:0 does not exist, but be exact anyway.
+	all, _ := mountPoints()
+	for _, m := range all {
+		if m.Point == filepath.Clean(p) {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
-// mountPoints reads the mount points from /proc/self/mountinfo.
-func mountPoints() ([]string, error) {
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	Dev   uint64 // unix.Mkdev(major, minor)
+	Point string
+}
+
+// mountPoints reads /proc/self/mountinfo.
+func mountPoints() ([]mountEntry, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)
@@ -127,8 +179,8 @@ func mountPoints() ([]string, error) {
 	return parseMountInfo(f)
 }
 
-func parseMountInfo(f io.Reader) ([]string, error) {
-	var out []string
+func parseMountInfo(f io.Reader) ([]mountEntry, error) {
+	var out []mountEntry
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
@@ -136,7 +188,15 @@ func parseMountInfo(f io.Reader) ([]string, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		out = append(out, unescapeMountPath(fields[4]))
+		var dev uint64
+		if maj, min, ok := strings.Cut(fields[2], ":"); ok {
+			a, err1 := strconv.ParseUint(maj, 10, 32)
+			b, err2 := strconv.ParseUint(min, 10, 32)
+			if err1 == nil && err2 == nil {
+				dev = unix.Mkdev(uint32(a), uint32(b))
+			}
+		}
+		out = append(out, mountEntry{Dev: dev, Point: unescapeMountPath(fields[4])})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)

@@ -4,6 +4,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseMountInfo(t *testing.T) {
@@ -16,9 +19,13 @@ short line
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"/", "/var/lib/kthw/lab/nodes/a/root", "/mnt/with space"}
+	want := []mountEntry{
+		{Dev: unix.Mkdev(254, 0), Point: "/"},
+		{Dev: unix.Mkdev(0, 39), Point: "/var/lib/kthw/lab/nodes/a/root"},
+		{Dev: unix.Mkdev(0, 40), Point: "/mnt/with space"},
+	}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got %q, want %q", got, want)
+		t.Fatalf("got %+v, want %+v", got, want)
 	}
 	for in, want := range map[string]string{`a\134b`: `a\b`, `tab\011x`: "tab\tx", `trailing\04`: `trailing\04`, `plain`: "plain"} {
 		if got := unescapeMountPath(in); got != want {
@@ -40,5 +47,27 @@ func TestMountsUnderPrefix(t *testing.T) {
 	}
 	if len(mps) == 0 || mps[len(mps)-1] != "/proc" {
 		t.Errorf("want /proc last (deepest first): %q", mps)
+	}
+}
+
+// The overlay's own device, not the one stat(2) reports for its root, identifies its
+// superblock: ustat finds a live file system by it and fails once it is gone.
+func TestWaitSuperblockGone(t *testing.T) {
+	dev, err := mountDev("/proc")
+	if err != nil || dev == 0 {
+		t.Fatalf("mountDev(/proc) = %d, %v", dev, err)
+	}
+	if dev2, _ := mountDev("/proc/no/such/mount"); dev2 != 0 {
+		t.Fatalf("mountDev of a non-mount point = %d", dev2)
+	}
+	var u unix.Ustat_t
+	if err := unix.Ustat(int(dev), &u); err == unix.ENOSYS {
+		t.Skip("no ustat(2) on this architecture")
+	}
+	if waitSuperblockGone(t.Context(), dev, 100*time.Millisecond) {
+		t.Error("/proc's file system reported gone")
+	}
+	if !waitSuperblockGone(t.Context(), unix.Mkdev(0, 1<<19-1), time.Second) {
+		t.Error("an unused device number reported present")
 	}
 }

@@ -63,8 +63,15 @@ func (l *Lab) EnsureNetwork(ctx context.Context) error {
 	}
 	have := false
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IPNet); ok && p == want {
+		p, ok := prefixOf(a.IPNet)
+		switch {
+		case !ok:
+		case p == want:
 			have = true
+		default:
+			// Someone else's bridge (another lab, another range): do not join it.
+			return fmt.Errorf("ensure bridge %s: it exists with address %s, not %s; choose another bridge name or range",
+				name, p, want)
 		}
 	}
 	if !have {

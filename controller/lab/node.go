@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 )
 
 // Start boots the node described by spec and returns when its sshd answers on the node's
@@ -33,7 +32,7 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (NodeInfo, error) {
 		return NodeInfo{}, fmt.Errorf("start node: %w", err)
 	}
 	dir := l.nodeDir(spec.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := l.makeNodeDir(ctx, dir); err != nil {
 		return NodeInfo{}, fmt.Errorf("start node %s: %w", spec.Name, err)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(dir, nodeLock))
@@ -154,7 +153,7 @@ func (l *Lab) Destroy(ctx context.Context, name string) error {
 	}
 	dir := l.nodeDir(name)
 	if !isDir(dir) {
-		return nil
+		return l.releaseNodesDir(ctx)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(dir, nodeLock))
 	if err != nil {
@@ -169,6 +168,46 @@ func (l *Lab) Destroy(ctx context.Context, name string) error {
 		return fmt.Errorf("destroy node %s: %w", name, err)
 	}
 	l.log.InfoContext(ctx, "lab node destroyed", "node", name)
+	return l.releaseNodesDir(ctx)
+}
+
+// makeNodeDir creates a node's directory below the shared nodes mount (see ensureSharedMount).
+// The lab lock orders it against releaseNodesDir.
+func (l *Lab) makeNodeDir(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(l.cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	unlock, err := lockFile(ctx, filepath.Join(l.cfg.Dir, "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := os.MkdirAll(l.nodesDir(), 0o755); err != nil {
+		return err
+	}
+	if err := ensureSharedMount(l.nodesDir()); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o700)
+}
+
+// releaseNodesDir unmounts the nodes directory's bind mount once no node is left.
+func (l *Lab) releaseNodesDir(ctx context.Context) error {
+	unlock, err := lockFile(ctx, filepath.Join(l.cfg.Dir, "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ents, err := os.ReadDir(l.nodesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil || len(ents) > 0 {
+		return err
+	}
+	if err := unmountAll(l.nodesDir()); err != nil {
+		return fmt.Errorf("release %s: %w", l.nodesDir(), err)
+	}
 	return nil
 }
 
@@ -280,13 +319,7 @@ func (l *Lab) cleanup(ctx context.Context, dir string, rec *nodeRecord) error {
 		}
 	}
 	root := filepath.Join(dir, mergedDir)
-	var dev uint64
-	if mounted, _ := isMountPoint(root); mounted {
-		var st unix.Stat_t
-		if unix.Stat(root, &st) == nil {
-			dev = st.Dev
-		}
-	}
+	dev, _ := mountDev(root)
 	if err := unmountAll(root); err != nil {
 		errs = append(errs, err)
 	} else if dev != 0 {

@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *user != "" {
 		env = append(env, "KTHW_BENCH_USER="+*user)
 	}
+	load := loadAvg()
 	res := results{}
 	started := time.Now()
 	var failed error
@@ -103,7 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	m := machineInfo(ctx, root, agentPath, *user)
-	m = append(m, [2]string{"benchmark run", time.Since(started).Round(time.Second).String()})
+	m = append(m,
+		[2]string{"load average at start (1/5/15 min)", load},
+		[2]string{"benchmark run", time.Since(started).Round(time.Second).String()})
 	printTable(stdout, res, m, *rpcN, *connN, *putN)
 	return failed
 }
@@ -271,8 +274,11 @@ func machineInfo(ctx context.Context, root, agent, user string) [][2]string {
 		user = "kthwt-sudo (NOPASSWD sudo, stock bash)"
 	}
 	agentDesc := agent
+	if r, err := filepath.Rel(root, agent); err == nil && !strings.HasPrefix(r, "..") {
+		agentDesc = r
+	}
 	if st, err := os.Stat(agent); err == nil {
-		agentDesc = fmt.Sprintf("%s, %s, %d bytes", agent, output(ctx, root, agent, "version"), st.Size())
+		agentDesc = fmt.Sprintf("%s, %s, %d bytes", agentDesc, output(ctx, root, agent, "version"), st.Size())
 	}
 	return [][2]string{
 		{"CPU", fmt.Sprintf("%s, nproc %d", cpu, runtime.NumCPU())},
@@ -299,6 +305,20 @@ func output(ctx context.Context, dir, name string, args ...string) string {
 		return "n/a"
 	}
 	return line
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages: other work on the
+// machine shows in the tails of the figures.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "n/a"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "n/a"
+	}
+	return strings.Join(f[:3], " / ")
 }
 
 func firstMatch(path, key string) string { return firstMatchSep(path, key, ":") }

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kthw/kthw/controller/internal/agentbuild"
+	"github.com/kthw/kthw/controller/internal/sshdtest"
+)
+
+// TestStaticProvider runs up, status and down with the static provider
+// against a real sshd: three "machines" behind one sshd as root and two
+// sudo users, host keys trusted on first use and then pinned.
+func TestStaticProvider(t *testing.T) {
+	srv := sshdtest.Start(t)
+	t.Cleanup(agentbuild.Cleanup)
+	agent := agentbuild.Build(t, agentbuild.Variant{Version: "static-test"})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster.yaml")
+	cluster := fmt.Sprintf(`apiVersion: kthw.dev/v1alpha1
+kind: Cluster
+name: static
+profile: debian
+provider:
+  type: static
+  static:
+    hosts:
+      - {name: cp-1, address: %[1]s, port: %[2]d, user: root, identityFile: %[3]s}
+      - {name: worker-1, address: %[1]s, port: %[2]d, user: %[4]s, identityFile: %[3]s}
+      - {name: worker-2, address: %[1]s, port: %[2]d, user: %[5]s, identityFile: %[3]s}
+nodes:
+  - {name: cp, role: control-plane, count: 1}
+  - {name: worker, role: worker, count: 2}
+`, srv.Host, srv.Port, srv.ClientKeyFile, sshdtest.UserSudo, sshdtest.UserNoisy)
+	if err := os.WriteFile(file, []byte(cluster), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, string, error) {
+		args = append(args, "-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
+			"--agent-dir", filepath.Join(dir, "agent"), "--blob-dir", filepath.Join(dir, "blobs"))
+		var stdout, stderr bytes.Buffer
+		err := New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), args)
+		return stdout.String(), stderr.String(), err
+	}
+
+	// Strict host keys: an unknown machine is refused, by name.
+	if _, stderr, err := run("up"); err == nil || !strings.Contains(stderr, "--accept-new") {
+		t.Fatalf("strict up: err=%v stderr=%s", err, stderr)
+	}
+	if out, stderr, err := run("up", "--accept-new"); err != nil {
+		t.Fatalf("up --accept-new: %v\n%s\n%s", err, out, stderr)
+	}
+	out, stderr, err := run("status", "-o", "json")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr)
+	}
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 3 {
+		t.Fatalf("status nodes: %+v", st.Nodes)
+	}
+	for _, n := range st.Nodes {
+		if !n.OK || n.State != "unknown" || n.Facts.OS == "" || n.AgentUploaded {
+			t.Fatalf("node %+v", n)
+		}
+	}
+	if _, stderr, err := run("down", "--yes"); err != nil {
+		t.Fatalf("down: %v\n%s", err, stderr)
+	}
+	// Static machines are not destroyed: they still answer.
+	if _, stderr, err := run("status"); err != nil {
+		t.Fatalf("status after down: %v\n%s", err, stderr)
+	}
+}

@@ -1,0 +1,3 @@
+// Package vagranttest checks the repository's Vagrantfile with Vagrant
+// itself. It has no code; its test runs `vagrant validate`.
+package vagranttest
