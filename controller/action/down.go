@@ -7,6 +7,9 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"time"
+
+	"github.com/kthw/kthw/controller/fanout"
 
 	"github.com/kthw/kthw/controller/progress"
 	"github.com/kthw/kthw/controller/state"
@@ -48,14 +51,20 @@ func Down(ctx context.Context, o ClusterOptions) error {
 	sort.Strings(order)
 
 	var errs []error
-	for _, n := range order {
+	out := fanout.Each(ctx, len(order), o.Concurrency, func(ctx context.Context, i int) (struct{}, error) {
+		n, t := order[i], time.Now()
 		o.emit(n, "destroy", progress.Started, "", 0)
 		if err := destroyNode(ctx, o, n, names[n]); err != nil {
-			o.emit(n, "destroy", progress.Failed, err.Error(), 0)
-			errs = append(errs, err)
-			continue
+			o.emit(n, "destroy", progress.Failed, err.Error(), time.Since(t))
+			return struct{}{}, err
 		}
-		o.emit(n, "destroy", progress.Done, "", 0)
+		o.emit(n, "destroy", progress.Done, "", time.Since(t))
+		return struct{}{}, nil
+	})
+	for _, r := range out {
+		if r.Err != nil {
+			errs = append(errs, r.Err)
+		}
 	}
 	if len(errs) == 0 {
 		o.emit("", "teardown", progress.Started, "", 0)
