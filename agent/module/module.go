@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/kthw/kthw/distro/pkg"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
@@ -68,6 +69,12 @@ type Env struct {
 	Blob func(sha256 string) (string, error)
 	// Logger is the agent's own log.
 	Logger *slog.Logger
+	// Runner runs the helper commands of modules (package managers,
+	// sysctl, modprobe, ...): stdin /dev/null, output streamed to Log.
+	Runner pkg.Runner
+	// Packages returns the node's package manager: name "" detects it
+	// (apt, dnf, zypper), otherwise that backend.
+	Packages func(ctx context.Context, name string) (pkg.Manager, error)
 }
 
 // Path returns p (an absolute node path) under Root.

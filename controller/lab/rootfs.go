@@ -115,10 +115,13 @@ func (l *Lab) build(ctx context.Context, r *Recipe, archives []ResolvedArchive, 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive")
 	// A private mount namespace: whatever mmdebstrap mounts inside the tree (proc, sys, dev)
-	// disappears with it, even when it is killed. Its own process group, so cancelling kills
-	// apt and dpkg too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// disappears with it, even when it is killed. A PID namespace with mmdebstrap as its init:
+	// killing mmdebstrap (on cancel, or when we die) kills apt and dpkg too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Unshareflags: syscall.CLONE_NEWNS,
+		Cloneflags:   syscall.CLONE_NEWPID,
+		Pdeathsig:    syscall.SIGKILL,
+	}
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("build image %s with mmdebstrap: %w\n%s", r.Name, err, tailFile(logPath, 20))

@@ -27,6 +27,151 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PackagesModule_State int32
+
+const (
+	PackagesModule_STATE_PRESENT PackagesModule_State = 0
+	PackagesModule_STATE_ABSENT  PackagesModule_State = 1
+)
+
+// Enum value maps for PackagesModule_State.
+var (
+	PackagesModule_State_name = map[int32]string{
+		0: "STATE_PRESENT",
+		1: "STATE_ABSENT",
+	}
+	PackagesModule_State_value = map[string]int32{
+		"STATE_PRESENT": 0,
+		"STATE_ABSENT":  1,
+	}
+)
+
+func (x PackagesModule_State) Enum() *PackagesModule_State {
+	p := new(PackagesModule_State)
+	*p = x
+	return p
+}
+
+func (x PackagesModule_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PackagesModule_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_kthw_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (PackagesModule_State) Type() protoreflect.EnumType {
+	return &file_kthw_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x PackagesModule_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PackagesModule_State.Descriptor instead.
+func (PackagesModule_State) EnumDescriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11, 0}
+}
+
+type RepositoryModule_State int32
+
+const (
+	RepositoryModule_STATE_PRESENT RepositoryModule_State = 0
+	RepositoryModule_STATE_ABSENT  RepositoryModule_State = 1
+)
+
+// Enum value maps for RepositoryModule_State.
+var (
+	RepositoryModule_State_name = map[int32]string{
+		0: "STATE_PRESENT",
+		1: "STATE_ABSENT",
+	}
+	RepositoryModule_State_value = map[string]int32{
+		"STATE_PRESENT": 0,
+		"STATE_ABSENT":  1,
+	}
+)
+
+func (x RepositoryModule_State) Enum() *RepositoryModule_State {
+	p := new(RepositoryModule_State)
+	*p = x
+	return p
+}
+
+func (x RepositoryModule_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RepositoryModule_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_kthw_agent_v1_agent_proto_enumTypes[1].Descriptor()
+}
+
+func (RepositoryModule_State) Type() protoreflect.EnumType {
+	return &file_kthw_agent_v1_agent_proto_enumTypes[1]
+}
+
+func (x RepositoryModule_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RepositoryModule_State.Descriptor instead.
+func (RepositoryModule_State) EnumDescriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12, 0}
+}
+
+type SystemdUnitModule_State int32
+
+const (
+	SystemdUnitModule_STATE_UNCHANGED SystemdUnitModule_State = 0
+	SystemdUnitModule_STATE_STARTED   SystemdUnitModule_State = 1
+	SystemdUnitModule_STATE_STOPPED   SystemdUnitModule_State = 2
+	// Started, and restarted when its files changed in this run.
+	SystemdUnitModule_STATE_RESTARTED_ON_CHANGE SystemdUnitModule_State = 3
+)
+
+// Enum value maps for SystemdUnitModule_State.
+var (
+	SystemdUnitModule_State_name = map[int32]string{
+		0: "STATE_UNCHANGED",
+		1: "STATE_STARTED",
+		2: "STATE_STOPPED",
+		3: "STATE_RESTARTED_ON_CHANGE",
+	}
+	SystemdUnitModule_State_value = map[string]int32{
+		"STATE_UNCHANGED":           0,
+		"STATE_STARTED":             1,
+		"STATE_STOPPED":             2,
+		"STATE_RESTARTED_ON_CHANGE": 3,
+	}
+)
+
+func (x SystemdUnitModule_State) Enum() *SystemdUnitModule_State {
+	p := new(SystemdUnitModule_State)
+	*p = x
+	return p
+}
+
+func (x SystemdUnitModule_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SystemdUnitModule_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_kthw_agent_v1_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (SystemdUnitModule_State) Type() protoreflect.EnumType {
+	return &file_kthw_agent_v1_agent_proto_enumTypes[2]
+}
+
+func (x SystemdUnitModule_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SystemdUnitModule_State.Descriptor instead.
+func (SystemdUnitModule_State) EnumDescriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17, 0}
+}
+
 type FileModule_State int32
 
 const (
@@ -57,11 +202,11 @@ func (x FileModule_State) String() string {
 }
 
 func (FileModule_State) Descriptor() protoreflect.EnumDescriptor {
-	return file_kthw_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_kthw_agent_v1_agent_proto_enumTypes[3].Descriptor()
 }
 
 func (FileModule_State) Type() protoreflect.EnumType {
-	return &file_kthw_agent_v1_agent_proto_enumTypes[0]
+	return &file_kthw_agent_v1_agent_proto_enumTypes[3]
 }
 
 func (x FileModule_State) Number() protoreflect.EnumNumber {
@@ -70,7 +215,7 @@ func (x FileModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileModule_State.Descriptor instead.
 func (FileModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type LogLine_Stream int32
@@ -106,11 +251,11 @@ func (x LogLine_Stream) String() string {
 }
 
 func (LogLine_Stream) Descriptor() protoreflect.EnumDescriptor {
-	return file_kthw_agent_v1_agent_proto_enumTypes[1].Descriptor()
+	return file_kthw_agent_v1_agent_proto_enumTypes[4].Descriptor()
 }
 
 func (LogLine_Stream) Type() protoreflect.EnumType {
-	return &file_kthw_agent_v1_agent_proto_enumTypes[1]
+	return &file_kthw_agent_v1_agent_proto_enumTypes[4]
 }
 
 func (x LogLine_Stream) Number() protoreflect.EnumNumber {
@@ -119,7 +264,7 @@ func (x LogLine_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogLine_Stream.Descriptor instead.
 func (LogLine_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22, 0}
 }
 
 type HandshakeRequest struct {
@@ -753,6 +898,15 @@ type RunModuleRequest struct {
 	//
 	//	*RunModuleRequest_Command
 	//	*RunModuleRequest_File
+	//	*RunModuleRequest_Packages
+	//	*RunModuleRequest_Repository
+	//	*RunModuleRequest_Sysctl
+	//	*RunModuleRequest_KernelModules
+	//	*RunModuleRequest_Swap
+	//	*RunModuleRequest_Hostname
+	//	*RunModuleRequest_SystemdUnit
+	//	*RunModuleRequest_Containerd
+	//	*RunModuleRequest_KubernetesPackages
 	Module        isRunModuleRequest_Module `protobuf_oneof:"module"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -827,6 +981,87 @@ func (x *RunModuleRequest) GetFile() *FileModule {
 	return nil
 }
 
+func (x *RunModuleRequest) GetPackages() *PackagesModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Packages); ok {
+			return x.Packages
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetRepository() *RepositoryModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Repository); ok {
+			return x.Repository
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetSysctl() *SysctlModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Sysctl); ok {
+			return x.Sysctl
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetKernelModules() *KernelModulesModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_KernelModules); ok {
+			return x.KernelModules
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetSwap() *SwapModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Swap); ok {
+			return x.Swap
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetHostname() *HostnameModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Hostname); ok {
+			return x.Hostname
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetSystemdUnit() *SystemdUnitModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_SystemdUnit); ok {
+			return x.SystemdUnit
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetContainerd() *ContainerdModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Containerd); ok {
+			return x.Containerd
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetKubernetesPackages() *KubernetesPackagesModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_KubernetesPackages); ok {
+			return x.KubernetesPackages
+		}
+	}
+	return nil
+}
+
 type isRunModuleRequest_Module interface {
 	isRunModuleRequest_Module()
 }
@@ -839,9 +1074,767 @@ type RunModuleRequest_File struct {
 	File *FileModule `protobuf:"bytes,11,opt,name=file,proto3,oneof"`
 }
 
+type RunModuleRequest_Packages struct {
+	Packages *PackagesModule `protobuf:"bytes,12,opt,name=packages,proto3,oneof"`
+}
+
+type RunModuleRequest_Repository struct {
+	Repository *RepositoryModule `protobuf:"bytes,13,opt,name=repository,proto3,oneof"`
+}
+
+type RunModuleRequest_Sysctl struct {
+	Sysctl *SysctlModule `protobuf:"bytes,14,opt,name=sysctl,proto3,oneof"`
+}
+
+type RunModuleRequest_KernelModules struct {
+	KernelModules *KernelModulesModule `protobuf:"bytes,15,opt,name=kernel_modules,json=kernelModules,proto3,oneof"`
+}
+
+type RunModuleRequest_Swap struct {
+	Swap *SwapModule `protobuf:"bytes,16,opt,name=swap,proto3,oneof"`
+}
+
+type RunModuleRequest_Hostname struct {
+	Hostname *HostnameModule `protobuf:"bytes,17,opt,name=hostname,proto3,oneof"`
+}
+
+type RunModuleRequest_SystemdUnit struct {
+	SystemdUnit *SystemdUnitModule `protobuf:"bytes,18,opt,name=systemd_unit,json=systemdUnit,proto3,oneof"`
+}
+
+type RunModuleRequest_Containerd struct {
+	Containerd *ContainerdModule `protobuf:"bytes,19,opt,name=containerd,proto3,oneof"`
+}
+
+type RunModuleRequest_KubernetesPackages struct {
+	KubernetesPackages *KubernetesPackagesModule `protobuf:"bytes,20,opt,name=kubernetes_packages,json=kubernetesPackages,proto3,oneof"`
+}
+
 func (*RunModuleRequest_Command) isRunModuleRequest_Module() {}
 
 func (*RunModuleRequest_File) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Packages) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Repository) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Sysctl) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_KernelModules) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Swap) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Hostname) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_SystemdUnit) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Containerd) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_KubernetesPackages) isRunModuleRequest_Module() {}
+
+// Package names a package and, optionally, the version to pin. Versions are
+// the package manager's own (apt "1.31.2-1.1", rpm "1.31.2-150500.1.1").
+type Package struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty means any version (the newest when installing).
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Package) Reset() {
+	*x = Package{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Package) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Package) ProtoMessage() {}
+
+func (x *Package) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Package.ProtoReflect.Descriptor instead.
+func (*Package) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Package) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Package) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// PackagesModule installs or removes packages with the node's package
+// manager (apt, dnf or zypper, from facts unless manager is set).
+type PackagesModule struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Packages []*Package             `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	State    PackagesModule_State   `protobuf:"varint,2,opt,name=state,proto3,enum=kthw.agent.v1.PackagesModule_State" json:"state,omitempty"`
+	// Hold (apt-mark hold, zypper addlock, dnf versionlock) the packages at
+	// their installed version so upgrades leave them alone.
+	Hold bool `protobuf:"varint,3,opt,name=hold,proto3" json:"hold,omitempty"`
+	// Refresh the package index only when it is older than this; 0 means
+	// the backend default (1 hour).
+	CacheValidSeconds int64 `protobuf:"varint,4,opt,name=cache_valid_seconds,json=cacheValidSeconds,proto3" json:"cache_valid_seconds,omitempty"`
+	// Force a backend: apt, dnf or zypper. Empty: detect.
+	Manager       string `protobuf:"bytes,5,opt,name=manager,proto3" json:"manager,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackagesModule) Reset() {
+	*x = PackagesModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackagesModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackagesModule) ProtoMessage() {}
+
+func (x *PackagesModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackagesModule.ProtoReflect.Descriptor instead.
+func (*PackagesModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PackagesModule) GetPackages() []*Package {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *PackagesModule) GetState() PackagesModule_State {
+	if x != nil {
+		return x.State
+	}
+	return PackagesModule_STATE_PRESENT
+}
+
+func (x *PackagesModule) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
+}
+
+func (x *PackagesModule) GetCacheValidSeconds() int64 {
+	if x != nil {
+		return x.CacheValidSeconds
+	}
+	return 0
+}
+
+func (x *PackagesModule) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
+
+// RepositoryModule adds (or removes) a package repository with its signing
+// key. For apt: a deb822 .sources file with Signed-By; for dnf and zypper: a
+// .repo file with gpgkey.
+type RepositoryModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier, used for file names: kubernetes, containerd, ...
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Base URI (apt) or baseurl (rpm).
+	Uri string `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	// apt suite, e.g. "/" for flat pkgs.k8s.io repos or "bookworm".
+	Suite      string   `protobuf:"bytes,3,opt,name=suite,proto3" json:"suite,omitempty"`
+	Components []string `protobuf:"bytes,4,rep,name=components,proto3" json:"components,omitempty"`
+	// ASCII-armored OpenPGP public key that signs the repository.
+	Key     []byte                 `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
+	State   RepositoryModule_State `protobuf:"varint,6,opt,name=state,proto3,enum=kthw.agent.v1.RepositoryModule_State" json:"state,omitempty"`
+	Manager string                 `protobuf:"bytes,7,opt,name=manager,proto3" json:"manager,omitempty"`
+	// Human description (rpm "name=").
+	Description   string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepositoryModule) Reset() {
+	*x = RepositoryModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepositoryModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepositoryModule) ProtoMessage() {}
+
+func (x *RepositoryModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepositoryModule.ProtoReflect.Descriptor instead.
+func (*RepositoryModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RepositoryModule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RepositoryModule) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *RepositoryModule) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *RepositoryModule) GetComponents() []string {
+	if x != nil {
+		return x.Components
+	}
+	return nil
+}
+
+func (x *RepositoryModule) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RepositoryModule) GetState() RepositoryModule_State {
+	if x != nil {
+		return x.State
+	}
+	return RepositoryModule_STATE_PRESENT
+}
+
+func (x *RepositoryModule) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
+
+func (x *RepositoryModule) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// SysctlModule persists kernel parameters in a sysctl.d file and applies
+// them to the running kernel.
+type SysctlModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys like net.ipv4.ip_forward and their values, applied in key order.
+	Values map[string]string `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Default /etc/sysctl.d/99-kthw.conf.
+	File          string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysctlModule) Reset() {
+	*x = SysctlModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysctlModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysctlModule) ProtoMessage() {}
+
+func (x *SysctlModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysctlModule.ProtoReflect.Descriptor instead.
+func (*SysctlModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SysctlModule) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *SysctlModule) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+// KernelModulesModule loads kernel modules and persists them in a
+// modules-load.d file. A module built into the kernel counts as loaded.
+type KernelModulesModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Names []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	// Default /etc/modules-load.d/kthw.conf.
+	File          string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KernelModulesModule) Reset() {
+	*x = KernelModulesModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KernelModulesModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KernelModulesModule) ProtoMessage() {}
+
+func (x *KernelModulesModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KernelModulesModule.ProtoReflect.Descriptor instead.
+func (*KernelModulesModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KernelModulesModule) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *KernelModulesModule) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+// SwapModule turns swap off now and at boot (comments out fstab swap lines
+// and masks swap units).
+type SwapModule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwapModule) Reset() {
+	*x = SwapModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwapModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwapModule) ProtoMessage() {}
+
+func (x *SwapModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwapModule.ProtoReflect.Descriptor instead.
+func (*SwapModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+// HostnameModule sets the host name and manages kthw's block in /etc/hosts.
+type HostnameModule struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Entries in kthw's marked block of /etc/hosts (the rest is left alone).
+	Hosts         []*HostnameModule_Host `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostnameModule) Reset() {
+	*x = HostnameModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostnameModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostnameModule) ProtoMessage() {}
+
+func (x *HostnameModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostnameModule.ProtoReflect.Descriptor instead.
+func (*HostnameModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HostnameModule) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HostnameModule) GetHosts() []*HostnameModule_Host {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// SystemdUnitModule manages a unit file, its drop-ins and its state
+// through systemd's D-Bus API.
+type SystemdUnitModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unit name, e.g. containerd.service.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Unit file content for /etc/systemd/system/<name>; empty leaves the
+	// unit file alone (a packaged unit).
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// Drop-ins for /etc/systemd/system/<name>.d/<key>.conf.
+	Dropins map[string]string       `protobuf:"bytes,3,rep,name=dropins,proto3" json:"dropins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Enabled bool                    `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	State   SystemdUnitModule_State `protobuf:"varint,5,opt,name=state,proto3,enum=kthw.agent.v1.SystemdUnitModule_State" json:"state,omitempty"`
+	// Mask the unit (for units that must never run).
+	Masked        bool `protobuf:"varint,6,opt,name=masked,proto3" json:"masked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SystemdUnitModule) Reset() {
+	*x = SystemdUnitModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SystemdUnitModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SystemdUnitModule) ProtoMessage() {}
+
+func (x *SystemdUnitModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SystemdUnitModule.ProtoReflect.Descriptor instead.
+func (*SystemdUnitModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SystemdUnitModule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SystemdUnitModule) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *SystemdUnitModule) GetDropins() map[string]string {
+	if x != nil {
+		return x.Dropins
+	}
+	return nil
+}
+
+func (x *SystemdUnitModule) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *SystemdUnitModule) GetState() SystemdUnitModule_State {
+	if x != nil {
+		return x.State
+	}
+	return SystemdUnitModule_STATE_UNCHANGED
+}
+
+func (x *SystemdUnitModule) GetMasked() bool {
+	if x != nil {
+		return x.Masked
+	}
+	return false
+}
+
+// ContainerdModule installs containerd, renders its config.toml (CRI plugin
+// with SystemdCgroup and the sandbox image) and registry hosts.toml files,
+// restarts it only when something changed, and verifies it through its API.
+type ContainerdModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Packages that provide containerd (and runc) on this distro.
+	Packages      []*Package                 `protobuf:"bytes,1,rep,name=packages,proto3" json:"packages,omitempty"`
+	SandboxImage  string                     `protobuf:"bytes,2,opt,name=sandbox_image,json=sandboxImage,proto3" json:"sandbox_image,omitempty"`
+	SystemdCgroup bool                       `protobuf:"varint,3,opt,name=systemd_cgroup,json=systemdCgroup,proto3" json:"systemd_cgroup,omitempty"`
+	Mirrors       []*ContainerdModule_Mirror `protobuf:"bytes,4,rep,name=mirrors,proto3" json:"mirrors,omitempty"`
+	// Default /etc/containerd.
+	ConfigDir string `protobuf:"bytes,5,opt,name=config_dir,json=configDir,proto3" json:"config_dir,omitempty"`
+	// Default /run/containerd/containerd.sock.
+	Socket string `protobuf:"bytes,6,opt,name=socket,proto3" json:"socket,omitempty"`
+	// Config format: 2 for containerd 1.x, 3 for 2.x; 0 means detect from the
+	// installed version.
+	ConfigVersion int32 `protobuf:"varint,7,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerdModule) Reset() {
+	*x = ContainerdModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerdModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerdModule) ProtoMessage() {}
+
+func (x *ContainerdModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerdModule.ProtoReflect.Descriptor instead.
+func (*ContainerdModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ContainerdModule) GetPackages() []*Package {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *ContainerdModule) GetSandboxImage() string {
+	if x != nil {
+		return x.SandboxImage
+	}
+	return ""
+}
+
+func (x *ContainerdModule) GetSystemdCgroup() bool {
+	if x != nil {
+		return x.SystemdCgroup
+	}
+	return false
+}
+
+func (x *ContainerdModule) GetMirrors() []*ContainerdModule_Mirror {
+	if x != nil {
+		return x.Mirrors
+	}
+	return nil
+}
+
+func (x *ContainerdModule) GetConfigDir() string {
+	if x != nil {
+		return x.ConfigDir
+	}
+	return ""
+}
+
+func (x *ContainerdModule) GetSocket() string {
+	if x != nil {
+		return x.Socket
+	}
+	return ""
+}
+
+func (x *ContainerdModule) GetConfigVersion() int32 {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return 0
+}
+
+// KubernetesPackagesModule installs kubelet, kubeadm and kubectl pinned to
+// one Kubernetes version and holds them.
+type KubernetesPackagesModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kubernetes version, e.g. v1.31.2.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Package names; default kubelet, kubeadm, kubectl.
+	Packages      []string `protobuf:"bytes,2,rep,name=packages,proto3" json:"packages,omitempty"`
+	Manager       string   `protobuf:"bytes,3,opt,name=manager,proto3" json:"manager,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesPackagesModule) Reset() {
+	*x = KubernetesPackagesModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesPackagesModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesPackagesModule) ProtoMessage() {}
+
+func (x *KubernetesPackagesModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesPackagesModule.ProtoReflect.Descriptor instead.
+func (*KubernetesPackagesModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KubernetesPackagesModule) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *KubernetesPackagesModule) GetPackages() []string {
+	if x != nil {
+		return x.Packages
+	}
+	return nil
+}
+
+func (x *KubernetesPackagesModule) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
 
 // CommandModule runs a program (no shell unless argv asks for one).
 type CommandModule struct {
@@ -862,7 +1855,7 @@ type CommandModule struct {
 
 func (x *CommandModule) Reset() {
 	*x = CommandModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1867,7 @@ func (x *CommandModule) String() string {
 func (*CommandModule) ProtoMessage() {}
 
 func (x *CommandModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1880,7 @@ func (x *CommandModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandModule.ProtoReflect.Descriptor instead.
 func (*CommandModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommandModule) GetArgv() []string {
@@ -957,7 +1950,7 @@ type FileModule struct {
 
 func (x *FileModule) Reset() {
 	*x = FileModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1962,7 @@ func (x *FileModule) String() string {
 func (*FileModule) ProtoMessage() {}
 
 func (x *FileModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1975,7 @@ func (x *FileModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileModule.ProtoReflect.Descriptor instead.
 func (*FileModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FileModule) GetPath() string {
@@ -1078,7 +2071,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +2083,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +2096,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LogLine) GetStream() LogLine_Stream {
@@ -1131,7 +2124,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +2136,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +2149,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -1197,7 +2190,7 @@ type ModuleResult struct {
 
 func (x *ModuleResult) Reset() {
 	*x = ModuleResult{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +2202,7 @@ func (x *ModuleResult) String() string {
 func (*ModuleResult) ProtoMessage() {}
 
 func (x *ModuleResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +2215,7 @@ func (x *ModuleResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleResult.ProtoReflect.Descriptor instead.
 func (*ModuleResult) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ModuleResult) GetChanged() bool {
@@ -1274,7 +2267,7 @@ type RunModuleEvent struct {
 
 func (x *RunModuleEvent) Reset() {
 	*x = RunModuleEvent{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +2279,7 @@ func (x *RunModuleEvent) String() string {
 func (*RunModuleEvent) ProtoMessage() {}
 
 func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +2292,7 @@ func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunModuleEvent.ProtoReflect.Descriptor instead.
 func (*RunModuleEvent) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RunModuleEvent) GetEvent() isRunModuleEvent_Event {
@@ -1368,7 +2361,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +2373,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +2386,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BlobHeader) GetSha256() string {
@@ -1423,7 +2416,7 @@ type PutBlobRequest struct {
 
 func (x *PutBlobRequest) Reset() {
 	*x = PutBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +2428,7 @@ func (x *PutBlobRequest) String() string {
 func (*PutBlobRequest) ProtoMessage() {}
 
 func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +2441,7 @@ func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobRequest.ProtoReflect.Descriptor instead.
 func (*PutBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutBlobRequest) GetMsg() isPutBlobRequest_Msg {
@@ -1504,7 +2497,7 @@ type PutBlobResponse struct {
 
 func (x *PutBlobResponse) Reset() {
 	*x = PutBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +2509,7 @@ func (x *PutBlobResponse) String() string {
 func (*PutBlobResponse) ProtoMessage() {}
 
 func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +2522,7 @@ func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobResponse.ProtoReflect.Descriptor instead.
 func (*PutBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutBlobResponse) GetSha256() string {
@@ -1562,7 +2555,7 @@ type StatBlobRequest struct {
 
 func (x *StatBlobRequest) Reset() {
 	*x = StatBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +2567,7 @@ func (x *StatBlobRequest) String() string {
 func (*StatBlobRequest) ProtoMessage() {}
 
 func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +2580,7 @@ func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobRequest.ProtoReflect.Descriptor instead.
 func (*StatBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StatBlobRequest) GetSha256() string {
@@ -1607,7 +2600,7 @@ type StatBlobResponse struct {
 
 func (x *StatBlobResponse) Reset() {
 	*x = StatBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +2612,7 @@ func (x *StatBlobResponse) String() string {
 func (*StatBlobResponse) ProtoMessage() {}
 
 func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +2625,7 @@ func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobResponse.ProtoReflect.Descriptor instead.
 func (*StatBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatBlobResponse) GetExists() bool {
@@ -1647,6 +2640,112 @@ func (x *StatBlobResponse) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+type HostnameModule_Host struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostnameModule_Host) Reset() {
+	*x = HostnameModule_Host{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostnameModule_Host) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostnameModule_Host) ProtoMessage() {}
+
+func (x *HostnameModule_Host) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostnameModule_Host.ProtoReflect.Descriptor instead.
+func (*HostnameModule_Host) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16, 0}
+}
+
+func (x *HostnameModule_Host) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *HostnameModule_Host) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type ContainerdModule_Mirror struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Registry host, e.g. docker.io.
+	Registry string `protobuf:"bytes,1,opt,name=registry,proto3" json:"registry,omitempty"`
+	// Mirror endpoints in order, e.g. https://mirror.example:5000.
+	Endpoints     []string `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerdModule_Mirror) Reset() {
+	*x = ContainerdModule_Mirror{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerdModule_Mirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerdModule_Mirror) ProtoMessage() {}
+
+func (x *ContainerdModule_Mirror) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerdModule_Mirror.ProtoReflect.Descriptor instead.
+func (*ContainerdModule_Mirror) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
+}
+
+func (x *ContainerdModule_Mirror) GetRegistry() string {
+	if x != nil {
+		return x.Registry
+	}
+	return ""
+}
+
+func (x *ContainerdModule_Mirror) GetEndpoints() []string {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
 }
 
 var File_kthw_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -1706,15 +2805,102 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x0funits_available\x18\x02 \x01(\bR\x0eunitsAvailable\x12!\n" +
 	"\funits_detail\x18\x03 \x01(\tR\vunitsDetail\x12/\n" +
 	"\x05units\x18\x04 \x03(\v2\x19.kthw.agent.v1.UnitStatusR\x05units\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\xba\x01\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x92\x06\n" +
 	"\x10RunModuleRequest\x12\x1d\n" +
 	"\n" +
 	"check_only\x18\x01 \x01(\bR\tcheckOnly\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x128\n" +
 	"\acommand\x18\n" +
 	" \x01(\v2\x1c.kthw.agent.v1.CommandModuleH\x00R\acommand\x12/\n" +
-	"\x04file\x18\v \x01(\v2\x19.kthw.agent.v1.FileModuleH\x00R\x04fileB\b\n" +
-	"\x06module\"\xa4\x01\n" +
+	"\x04file\x18\v \x01(\v2\x19.kthw.agent.v1.FileModuleH\x00R\x04file\x12;\n" +
+	"\bpackages\x18\f \x01(\v2\x1d.kthw.agent.v1.PackagesModuleH\x00R\bpackages\x12A\n" +
+	"\n" +
+	"repository\x18\r \x01(\v2\x1f.kthw.agent.v1.RepositoryModuleH\x00R\n" +
+	"repository\x125\n" +
+	"\x06sysctl\x18\x0e \x01(\v2\x1b.kthw.agent.v1.SysctlModuleH\x00R\x06sysctl\x12K\n" +
+	"\x0ekernel_modules\x18\x0f \x01(\v2\".kthw.agent.v1.KernelModulesModuleH\x00R\rkernelModules\x12/\n" +
+	"\x04swap\x18\x10 \x01(\v2\x19.kthw.agent.v1.SwapModuleH\x00R\x04swap\x12;\n" +
+	"\bhostname\x18\x11 \x01(\v2\x1d.kthw.agent.v1.HostnameModuleH\x00R\bhostname\x12E\n" +
+	"\fsystemd_unit\x18\x12 \x01(\v2 .kthw.agent.v1.SystemdUnitModuleH\x00R\vsystemdUnit\x12A\n" +
+	"\n" +
+	"containerd\x18\x13 \x01(\v2\x1f.kthw.agent.v1.ContainerdModuleH\x00R\n" +
+	"containerd\x12Z\n" +
+	"\x13kubernetes_packages\x18\x14 \x01(\v2'.kthw.agent.v1.KubernetesPackagesModuleH\x00R\x12kubernetesPackagesB\b\n" +
+	"\x06module\"7\n" +
+	"\aPackage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"\x8b\x02\n" +
+	"\x0ePackagesModule\x122\n" +
+	"\bpackages\x18\x01 \x03(\v2\x16.kthw.agent.v1.PackageR\bpackages\x129\n" +
+	"\x05state\x18\x02 \x01(\x0e2#.kthw.agent.v1.PackagesModule.StateR\x05state\x12\x12\n" +
+	"\x04hold\x18\x03 \x01(\bR\x04hold\x12.\n" +
+	"\x13cache_valid_seconds\x18\x04 \x01(\x03R\x11cacheValidSeconds\x12\x18\n" +
+	"\amanager\x18\x05 \x01(\tR\amanager\",\n" +
+	"\x05State\x12\x11\n" +
+	"\rSTATE_PRESENT\x10\x00\x12\x10\n" +
+	"\fSTATE_ABSENT\x10\x01\"\xa7\x02\n" +
+	"\x10RepositoryModule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\x12\x14\n" +
+	"\x05suite\x18\x03 \x01(\tR\x05suite\x12\x1e\n" +
+	"\n" +
+	"components\x18\x04 \x03(\tR\n" +
+	"components\x12\x10\n" +
+	"\x03key\x18\x05 \x01(\fR\x03key\x12;\n" +
+	"\x05state\x18\x06 \x01(\x0e2%.kthw.agent.v1.RepositoryModule.StateR\x05state\x12\x18\n" +
+	"\amanager\x18\a \x01(\tR\amanager\x12 \n" +
+	"\vdescription\x18\b \x01(\tR\vdescription\",\n" +
+	"\x05State\x12\x11\n" +
+	"\rSTATE_PRESENT\x10\x00\x12\x10\n" +
+	"\fSTATE_ABSENT\x10\x01\"\x9e\x01\n" +
+	"\fSysctlModule\x12?\n" +
+	"\x06values\x18\x01 \x03(\v2'.kthw.agent.v1.SysctlModule.ValuesEntryR\x06values\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\x13KernelModulesModule\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\"\f\n" +
+	"\n" +
+	"SwapModule\"\x9e\x01\n" +
+	"\x0eHostnameModule\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x128\n" +
+	"\x05hosts\x18\x02 \x03(\v2\".kthw.agent.v1.HostnameModule.HostR\x05hosts\x1a6\n" +
+	"\x04Host\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05names\x18\x02 \x03(\tR\x05names\"\x99\x03\n" +
+	"\x11SystemdUnitModule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12G\n" +
+	"\adropins\x18\x03 \x03(\v2-.kthw.agent.v1.SystemdUnitModule.DropinsEntryR\adropins\x12\x18\n" +
+	"\aenabled\x18\x04 \x01(\bR\aenabled\x12<\n" +
+	"\x05state\x18\x05 \x01(\x0e2&.kthw.agent.v1.SystemdUnitModule.StateR\x05state\x12\x16\n" +
+	"\x06masked\x18\x06 \x01(\bR\x06masked\x1a:\n" +
+	"\fDropinsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
+	"\x05State\x12\x13\n" +
+	"\x0fSTATE_UNCHANGED\x10\x00\x12\x11\n" +
+	"\rSTATE_STARTED\x10\x01\x12\x11\n" +
+	"\rSTATE_STOPPED\x10\x02\x12\x1d\n" +
+	"\x19STATE_RESTARTED_ON_CHANGE\x10\x03\"\xf6\x02\n" +
+	"\x10ContainerdModule\x122\n" +
+	"\bpackages\x18\x01 \x03(\v2\x16.kthw.agent.v1.PackageR\bpackages\x12#\n" +
+	"\rsandbox_image\x18\x02 \x01(\tR\fsandboxImage\x12%\n" +
+	"\x0esystemd_cgroup\x18\x03 \x01(\bR\rsystemdCgroup\x12@\n" +
+	"\amirrors\x18\x04 \x03(\v2&.kthw.agent.v1.ContainerdModule.MirrorR\amirrors\x12\x1d\n" +
+	"\n" +
+	"config_dir\x18\x05 \x01(\tR\tconfigDir\x12\x16\n" +
+	"\x06socket\x18\x06 \x01(\tR\x06socket\x12%\n" +
+	"\x0econfig_version\x18\a \x01(\x05R\rconfigVersion\x1aB\n" +
+	"\x06Mirror\x12\x1a\n" +
+	"\bregistry\x18\x01 \x01(\tR\bregistry\x12\x1c\n" +
+	"\tendpoints\x18\x02 \x03(\tR\tendpoints\"j\n" +
+	"\x18KubernetesPackagesModule\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\bpackages\x18\x02 \x03(\tR\bpackages\x12\x18\n" +
+	"\amanager\x18\x03 \x01(\tR\amanager\"\xa4\x01\n" +
 	"\rCommandModule\x12\x12\n" +
 	"\x04argv\x18\x01 \x03(\tR\x04argv\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
@@ -1796,62 +2982,97 @@ func file_kthw_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_kthw_agent_v1_agent_proto_rawDescData
 }
 
-var file_kthw_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_kthw_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_kthw_agent_v1_agent_proto_goTypes = []any{
-	(FileModule_State)(0),     // 0: kthw.agent.v1.FileModule.State
-	(LogLine_Stream)(0),       // 1: kthw.agent.v1.LogLine.Stream
-	(*HandshakeRequest)(nil),  // 2: kthw.agent.v1.HandshakeRequest
-	(*HandshakeResponse)(nil), // 3: kthw.agent.v1.HandshakeResponse
-	(*FactsRequest)(nil),      // 4: kthw.agent.v1.FactsRequest
-	(*OSRelease)(nil),         // 5: kthw.agent.v1.OSRelease
-	(*Address)(nil),           // 6: kthw.agent.v1.Address
-	(*FactsResponse)(nil),     // 7: kthw.agent.v1.FactsResponse
-	(*StatusRequest)(nil),     // 8: kthw.agent.v1.StatusRequest
-	(*UnitStatus)(nil),        // 9: kthw.agent.v1.UnitStatus
-	(*StatusResponse)(nil),    // 10: kthw.agent.v1.StatusResponse
-	(*RunModuleRequest)(nil),  // 11: kthw.agent.v1.RunModuleRequest
-	(*CommandModule)(nil),     // 12: kthw.agent.v1.CommandModule
-	(*FileModule)(nil),        // 13: kthw.agent.v1.FileModule
-	(*LogLine)(nil),           // 14: kthw.agent.v1.LogLine
-	(*Progress)(nil),          // 15: kthw.agent.v1.Progress
-	(*ModuleResult)(nil),      // 16: kthw.agent.v1.ModuleResult
-	(*RunModuleEvent)(nil),    // 17: kthw.agent.v1.RunModuleEvent
-	(*BlobHeader)(nil),        // 18: kthw.agent.v1.BlobHeader
-	(*PutBlobRequest)(nil),    // 19: kthw.agent.v1.PutBlobRequest
-	(*PutBlobResponse)(nil),   // 20: kthw.agent.v1.PutBlobResponse
-	(*StatBlobRequest)(nil),   // 21: kthw.agent.v1.StatBlobRequest
-	(*StatBlobResponse)(nil),  // 22: kthw.agent.v1.StatBlobResponse
+	(PackagesModule_State)(0),        // 0: kthw.agent.v1.PackagesModule.State
+	(RepositoryModule_State)(0),      // 1: kthw.agent.v1.RepositoryModule.State
+	(SystemdUnitModule_State)(0),     // 2: kthw.agent.v1.SystemdUnitModule.State
+	(FileModule_State)(0),            // 3: kthw.agent.v1.FileModule.State
+	(LogLine_Stream)(0),              // 4: kthw.agent.v1.LogLine.Stream
+	(*HandshakeRequest)(nil),         // 5: kthw.agent.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),        // 6: kthw.agent.v1.HandshakeResponse
+	(*FactsRequest)(nil),             // 7: kthw.agent.v1.FactsRequest
+	(*OSRelease)(nil),                // 8: kthw.agent.v1.OSRelease
+	(*Address)(nil),                  // 9: kthw.agent.v1.Address
+	(*FactsResponse)(nil),            // 10: kthw.agent.v1.FactsResponse
+	(*StatusRequest)(nil),            // 11: kthw.agent.v1.StatusRequest
+	(*UnitStatus)(nil),               // 12: kthw.agent.v1.UnitStatus
+	(*StatusResponse)(nil),           // 13: kthw.agent.v1.StatusResponse
+	(*RunModuleRequest)(nil),         // 14: kthw.agent.v1.RunModuleRequest
+	(*Package)(nil),                  // 15: kthw.agent.v1.Package
+	(*PackagesModule)(nil),           // 16: kthw.agent.v1.PackagesModule
+	(*RepositoryModule)(nil),         // 17: kthw.agent.v1.RepositoryModule
+	(*SysctlModule)(nil),             // 18: kthw.agent.v1.SysctlModule
+	(*KernelModulesModule)(nil),      // 19: kthw.agent.v1.KernelModulesModule
+	(*SwapModule)(nil),               // 20: kthw.agent.v1.SwapModule
+	(*HostnameModule)(nil),           // 21: kthw.agent.v1.HostnameModule
+	(*SystemdUnitModule)(nil),        // 22: kthw.agent.v1.SystemdUnitModule
+	(*ContainerdModule)(nil),         // 23: kthw.agent.v1.ContainerdModule
+	(*KubernetesPackagesModule)(nil), // 24: kthw.agent.v1.KubernetesPackagesModule
+	(*CommandModule)(nil),            // 25: kthw.agent.v1.CommandModule
+	(*FileModule)(nil),               // 26: kthw.agent.v1.FileModule
+	(*LogLine)(nil),                  // 27: kthw.agent.v1.LogLine
+	(*Progress)(nil),                 // 28: kthw.agent.v1.Progress
+	(*ModuleResult)(nil),             // 29: kthw.agent.v1.ModuleResult
+	(*RunModuleEvent)(nil),           // 30: kthw.agent.v1.RunModuleEvent
+	(*BlobHeader)(nil),               // 31: kthw.agent.v1.BlobHeader
+	(*PutBlobRequest)(nil),           // 32: kthw.agent.v1.PutBlobRequest
+	(*PutBlobResponse)(nil),          // 33: kthw.agent.v1.PutBlobResponse
+	(*StatBlobRequest)(nil),          // 34: kthw.agent.v1.StatBlobRequest
+	(*StatBlobResponse)(nil),         // 35: kthw.agent.v1.StatBlobResponse
+	nil,                              // 36: kthw.agent.v1.SysctlModule.ValuesEntry
+	(*HostnameModule_Host)(nil),      // 37: kthw.agent.v1.HostnameModule.Host
+	nil,                              // 38: kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	(*ContainerdModule_Mirror)(nil),  // 39: kthw.agent.v1.ContainerdModule.Mirror
 }
 var file_kthw_agent_v1_agent_proto_depIdxs = []int32{
-	5,  // 0: kthw.agent.v1.FactsResponse.os:type_name -> kthw.agent.v1.OSRelease
-	6,  // 1: kthw.agent.v1.FactsResponse.addresses:type_name -> kthw.agent.v1.Address
-	9,  // 2: kthw.agent.v1.StatusResponse.units:type_name -> kthw.agent.v1.UnitStatus
-	12, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
-	13, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
-	0,  // 5: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
-	1,  // 6: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
-	14, // 7: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
-	15, // 8: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
-	16, // 9: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
-	18, // 10: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
-	2,  // 11: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
-	4,  // 12: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
-	8,  // 13: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
-	11, // 14: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
-	19, // 15: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
-	21, // 16: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
-	3,  // 17: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
-	7,  // 18: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
-	10, // 19: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
-	17, // 20: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
-	20, // 21: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
-	22, // 22: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 0: kthw.agent.v1.FactsResponse.os:type_name -> kthw.agent.v1.OSRelease
+	9,  // 1: kthw.agent.v1.FactsResponse.addresses:type_name -> kthw.agent.v1.Address
+	12, // 2: kthw.agent.v1.StatusResponse.units:type_name -> kthw.agent.v1.UnitStatus
+	25, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
+	26, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
+	16, // 5: kthw.agent.v1.RunModuleRequest.packages:type_name -> kthw.agent.v1.PackagesModule
+	17, // 6: kthw.agent.v1.RunModuleRequest.repository:type_name -> kthw.agent.v1.RepositoryModule
+	18, // 7: kthw.agent.v1.RunModuleRequest.sysctl:type_name -> kthw.agent.v1.SysctlModule
+	19, // 8: kthw.agent.v1.RunModuleRequest.kernel_modules:type_name -> kthw.agent.v1.KernelModulesModule
+	20, // 9: kthw.agent.v1.RunModuleRequest.swap:type_name -> kthw.agent.v1.SwapModule
+	21, // 10: kthw.agent.v1.RunModuleRequest.hostname:type_name -> kthw.agent.v1.HostnameModule
+	22, // 11: kthw.agent.v1.RunModuleRequest.systemd_unit:type_name -> kthw.agent.v1.SystemdUnitModule
+	23, // 12: kthw.agent.v1.RunModuleRequest.containerd:type_name -> kthw.agent.v1.ContainerdModule
+	24, // 13: kthw.agent.v1.RunModuleRequest.kubernetes_packages:type_name -> kthw.agent.v1.KubernetesPackagesModule
+	15, // 14: kthw.agent.v1.PackagesModule.packages:type_name -> kthw.agent.v1.Package
+	0,  // 15: kthw.agent.v1.PackagesModule.state:type_name -> kthw.agent.v1.PackagesModule.State
+	1,  // 16: kthw.agent.v1.RepositoryModule.state:type_name -> kthw.agent.v1.RepositoryModule.State
+	36, // 17: kthw.agent.v1.SysctlModule.values:type_name -> kthw.agent.v1.SysctlModule.ValuesEntry
+	37, // 18: kthw.agent.v1.HostnameModule.hosts:type_name -> kthw.agent.v1.HostnameModule.Host
+	38, // 19: kthw.agent.v1.SystemdUnitModule.dropins:type_name -> kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	2,  // 20: kthw.agent.v1.SystemdUnitModule.state:type_name -> kthw.agent.v1.SystemdUnitModule.State
+	15, // 21: kthw.agent.v1.ContainerdModule.packages:type_name -> kthw.agent.v1.Package
+	39, // 22: kthw.agent.v1.ContainerdModule.mirrors:type_name -> kthw.agent.v1.ContainerdModule.Mirror
+	3,  // 23: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
+	4,  // 24: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
+	27, // 25: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
+	28, // 26: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
+	29, // 27: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
+	31, // 28: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
+	5,  // 29: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
+	7,  // 30: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
+	11, // 31: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
+	14, // 32: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
+	32, // 33: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
+	34, // 34: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
+	6,  // 35: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
+	10, // 36: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
+	13, // 37: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
+	30, // 38: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
+	33, // 39: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
+	35, // 40: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_kthw_agent_v1_agent_proto_init() }
@@ -1862,17 +3083,26 @@ func file_kthw_agent_v1_agent_proto_init() {
 	file_kthw_agent_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*RunModuleRequest_Command)(nil),
 		(*RunModuleRequest_File)(nil),
+		(*RunModuleRequest_Packages)(nil),
+		(*RunModuleRequest_Repository)(nil),
+		(*RunModuleRequest_Sysctl)(nil),
+		(*RunModuleRequest_KernelModules)(nil),
+		(*RunModuleRequest_Swap)(nil),
+		(*RunModuleRequest_Hostname)(nil),
+		(*RunModuleRequest_SystemdUnit)(nil),
+		(*RunModuleRequest_Containerd)(nil),
+		(*RunModuleRequest_KubernetesPackages)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[21].OneofWrappers = []any{
 		(*FileModule_Content)(nil),
 		(*FileModule_BlobSha256)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[15].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
 		(*RunModuleEvent_Log)(nil),
 		(*RunModuleEvent_Progress)(nil),
 		(*RunModuleEvent_Result)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[17].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*PutBlobRequest_Header)(nil),
 		(*PutBlobRequest_Data)(nil),
 	}
@@ -1881,8 +3111,8 @@ func file_kthw_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kthw_agent_v1_agent_proto_rawDesc), len(file_kthw_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   21,
+			NumEnums:      5,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,215 @@
+// Package labtest boots real lab nodes (systemd-nspawn, see package lab) for
+// tests and connects an agent to each, so modules can be tested against a
+// real Debian with systemd, apt and D-Bus.
+//
+// Every Start takes a free slot (a flock under /run/lock, so parallel test
+// binaries never collide) that gives it its own bridge (kthwt<N>), range
+// (10.200.<100+N>.0/24), apt proxy port (3200+N) and lab directory; only the
+// cached root filesystem under /var/lib/kthw/lab/rootfs is shared. Cleanup
+// tears everything down even when the test fails.
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kthw/kthw/controller/internal/agentbuild"
+	"github.com/kthw/kthw/controller/lab"
+	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/sshx"
+	"github.com/kthw/kthw/controller/workspace"
+)
+
+// ImageDir is the shared root filesystem cache.
+const ImageDir = "/var/lib/kthw/lab/rootfs"
+
+const slots = 40
+
+// Cluster is a set of running lab nodes with connected agents.
+type Cluster struct {
+	Lab   *lab.Lab
+	Nodes []*Node
+	// Dir holds the lab, the workspace and the agent build.
+	Dir string
+	ws  *workspace.Workspace
+	opt node.Options
+}
+
+// Node is one lab node and its agent connection.
+type Node struct {
+	Name    string
+	Machine string
+	Address netip.Addr
+	*node.Conn
+}
+
+// Skip skips the test unless lab nodes can run here.
+func Skip(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab nodes need root")
+	}
+	for _, p := range []string{"systemd-nspawn", "mmdebstrap", "apt-cacher-ng"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("lab nodes need %s (scripts/setup.sh installs it)", p)
+		}
+	}
+}
+
+// Start boots n nodes named node-1..node-n and connects an agent to each.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	Skip(t)
+	slot := takeSlot(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	l, err := lab.New(lab.Config{
+		Dir:           filepath.Join(dir, "lab"),
+		ImageDir:      ImageDir,
+		Bridge:        "kthwt" + strconv.Itoa(slot),
+		BridgeAddress: netip.MustParsePrefix(fmt.Sprintf("10.200.%d.1/24", 100+slot)),
+		ProxyPort:     3200 + slot,
+	})
+	if err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	c := &Cluster{Lab: l, Dir: dir}
+	t.Cleanup(func() {
+		for _, nd := range c.Nodes {
+			if nd.Conn != nil {
+				nd.Conn.Close()
+			}
+		}
+		if err := l.Teardown(context.Background()); err != nil {
+			t.Errorf("labtest: teardown: %v", err)
+		}
+	})
+	if _, err := l.Prepare(ctx); err != nil {
+		t.Fatalf("labtest: prepare: %v", err)
+	}
+	ws, err := workspace.Open(filepath.Join(dir, "ws"))
+	if err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c.ws = ws
+	t.Cleanup(agentbuild.Cleanup)
+	c.opt = node.Options{
+		SSH:               sshx.Options{IdentityFiles: []string{ws.KeyPath()}, KnownHostsFile: ws.KnownHostsPath()},
+		AgentBinary:       agentbuild.Build(t, agentbuild.Variant{Version: "labtest"}),
+		ControllerVersion: "labtest",
+	}
+
+	type res struct {
+		n   *Node
+		err error
+	}
+	ch := make(chan res, n)
+	for i := 1; i <= n; i++ {
+		go func(i int) {
+			nd, err := c.boot(ctx, i)
+			ch <- res{nd, err}
+		}(i)
+	}
+	var errs []string
+	for i := 0; i < n; i++ {
+		r := <-ch
+		if r.err != nil {
+			errs = append(errs, r.err.Error())
+			continue
+		}
+		c.Nodes = append(c.Nodes, r.n)
+	}
+	if len(errs) > 0 {
+		t.Fatalf("labtest: %s", strings.Join(errs, "; "))
+	}
+	sortNodes(c.Nodes)
+	return c
+}
+
+func (c *Cluster) boot(ctx context.Context, i int) (*Node, error) {
+	name := fmt.Sprintf("node-%d", i)
+	gw := c.Lab.Gateway()
+	addr, err := c.Lab.HostAddress(10 + i)
+	if err != nil {
+		return nil, err
+	}
+	priv, _, err := lab.GenerateHostKey()
+	if err != nil {
+		return nil, err
+	}
+	info, err := c.Lab.Start(ctx, lab.NodeSpec{Name: name, Address: addr, Gateway: gw, HostKey: priv, AuthorizedKeys: c.ws.PublicKey})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ws.PinHostKey(addr.Addr().String()+":22", info.HostPublicKey); err != nil {
+		return nil, err
+	}
+	conn, err := node.Connect(ctx, sshx.Target{User: "root", Host: addr.Addr().String(), Port: 22}, c.opt)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{Name: name, Machine: info.Name, Address: addr.Addr(), Conn: conn}, nil
+}
+
+// Reconnect closes the node's agent session and opens a new one (for tests
+// that restart things under the agent).
+func (c *Cluster) Reconnect(t testing.TB, nd *Node) {
+	t.Helper()
+	nd.Conn.Close()
+	conn, err := node.Connect(context.Background(), sshx.Target{User: "root", Host: nd.Address.String(), Port: 22}, c.opt)
+	if err != nil {
+		t.Fatalf("labtest: reconnect %s: %v", nd.Name, err)
+	}
+	nd.Conn = conn
+}
+
+// Exec runs a shell command on the node over SSH as root and returns its
+// stdout; a failure fails the test.
+func (c *Cluster) Exec(t testing.TB, nd *Node, cmd string) string {
+	t.Helper()
+	out, err := sshx.Run(context.Background(), nd.Conn.SSH, cmd, nil)
+	if err != nil {
+		t.Fatalf("labtest: %s on %s: %v", cmd, nd.Name, err)
+	}
+	return string(out)
+}
+
+func sortNodes(ns []*Node) {
+	for i := 1; i < len(ns); i++ {
+		for j := i; j > 0 && ns[j].Name < ns[j-1].Name; j-- {
+			ns[j], ns[j-1] = ns[j-1], ns[j]
+		}
+	}
+}
+
+// takeSlot locks a free slot for the test's lifetime.
+func takeSlot(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < slots; i++ {
+		f, err := os.OpenFile(fmt.Sprintf("/run/lock/kthw-labtest-%d.lock", i), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatalf("labtest: %v", err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() { f.Close() })
+		return i
+	}
+	t.Fatalf("labtest: all %d slots busy", slots)
+	return 0
+}
