@@ -90,13 +90,15 @@ func Build(t testing.TB, v Variant) string {
 	return out
 }
 
-// Cleanup removes every binary built.
+// Cleanup removes every binary built; later Builds start afresh.
 func Cleanup() {
 	mu.Lock()
 	defer mu.Unlock()
 	if dir != "" {
 		os.RemoveAll(dir)
 	}
+	dir = ""
+	builds = map[Variant]string{}
 }
 
 func moduleRoot() (string, error) {
