@@ -1,6 +1,7 @@
 package action
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,9 +11,11 @@ import (
 
 	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/phase"
 	"github.com/kthw/kthw/controller/progress"
 	"github.com/kthw/kthw/controller/provider"
 	"github.com/kthw/kthw/controller/sshx"
+	"github.com/kthw/kthw/controller/state"
 	"github.com/kthw/kthw/controller/workspace"
 )
 
@@ -29,7 +32,14 @@ type ClusterOptions struct {
 	AcceptNew bool
 	// AgentDir and BlobDir override the agent's directories on the nodes.
 	AgentDir, BlobDir string
-	Concurrency       int
+	// Steps are the node phases every node walks after its agent is up
+	// (node preparation, ...).
+	Steps []phase.Step
+	// DryRun (plan) provisions nothing and runs the steps' Check only:
+	// missing nodes are reported as "would create", existing ones get
+	// the diff of what would change.
+	DryRun      bool
+	Concurrency int
 	// NodeTimeout bounds the work on one node.
 	NodeTimeout time.Duration
 	Events      progress.Sink
@@ -53,6 +63,44 @@ func (o *ClusterOptions) setDefaults() {
 
 func (o *ClusterOptions) emit(node, step string, st progress.Status, msg string, d time.Duration) {
 	o.Events.Emit(progress.Event{Time: time.Now(), Node: node, Step: step, Status: st, Message: msg, Duration: d})
+}
+
+// emitPhase turns a phase event into a progress event (and a journal entry
+// when not a dry run).
+func (o *ClusterOptions) emitPhase(ev phase.Event) {
+	if ev.Started {
+		o.emit(ev.Node, ev.Step, progress.Started, "", 0)
+		return
+	}
+	st, msg := progress.Done, ""
+	switch {
+	case ev.Err != nil:
+		st, msg = progress.Failed, ev.Err.Error()
+	case ev.Result.Skipped != "":
+		st, msg = progress.Skipped, ev.Result.Skipped
+	case ev.Result.Changed:
+		st, msg = progress.Changed, firstLine(ev.Result.Diff)
+	}
+	o.emit(ev.Node, ev.Step, st, msg, ev.Took)
+	if !o.DryRun {
+		js := state.StepDone
+		switch st {
+		case progress.Failed:
+			js = state.StepFailed
+		case progress.Skipped:
+			js = state.StepSkipped
+		}
+		_, _ = o.Workspace.State.AppendJournal(context.Background(), state.JournalEntry{Node: ev.Node, Step: ev.Step, Status: js, Message: msg})
+	}
+}
+
+func firstLine(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i] + " ..."
+		}
+	}
+	return s
 }
 
 // nodeOptions returns how to reach a provider's node.
@@ -101,8 +149,10 @@ type NodeReport struct {
 	Facts        *FactsView
 	Status       *StatusView
 	Changed      bool
-	Err          error
-	Took         time.Duration
+	// Steps are the node phases' outcomes.
+	Steps []phase.StepReport
+	Err   error
+	Took  time.Duration
 }
 
 // FactsView is the part of an agent's facts the cluster verbs report.

@@ -10,7 +10,9 @@ import (
 	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/fanout"
 	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/phase"
 	"github.com/kthw/kthw/controller/progress"
+	"github.com/kthw/kthw/controller/provider"
 	"github.com/kthw/kthw/controller/state"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
@@ -26,25 +28,27 @@ func Up(ctx context.Context, o ClusterOptions) ([]NodeReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := o.Workspace.State.SetMeta(ctx, state.Meta{ClusterName: o.Cluster.Name}); err != nil {
-		return nil, err
-	}
-	if err := cleanHalfMade(ctx, o, specs); err != nil {
-		return nil, err
+	if !o.DryRun {
+		if err := o.Workspace.State.SetMeta(ctx, state.Meta{ClusterName: o.Cluster.Name}); err != nil {
+			return nil, err
+		}
+		if err := cleanHalfMade(ctx, o, specs); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		o.emit("", "prepare", progress.Started, o.Provider.Name()+" provider", 0)
+		if err := o.Provider.Prepare(ctx, specs); err != nil {
+			o.emit("", "prepare", progress.Failed, err.Error(), time.Since(start))
+			return nil, fmt.Errorf("prepare %s provider: %w", o.Provider.Name(), err)
+		}
+		o.emit("", "prepare", progress.Done, "", time.Since(start))
 	}
 
-	start := time.Now()
-	o.emit("", "prepare", progress.Started, o.Provider.Name()+" provider", 0)
-	if err := o.Provider.Prepare(ctx, specs); err != nil {
-		o.emit("", "prepare", progress.Failed, err.Error(), time.Since(start))
-		return nil, fmt.Errorf("prepare %s provider: %w", o.Provider.Name(), err)
-	}
-	o.emit("", "prepare", progress.Done, "", time.Since(start))
-
+	outputs := phase.NewOutputs()
 	out := fanout.Each(ctx, len(specs), o.Concurrency, func(ctx context.Context, i int) (NodeReport, error) {
 		ctx, cancel := context.WithTimeout(ctx, o.NodeTimeout)
 		defer cancel()
-		return upNode(ctx, o, specs[i])
+		return upNode(ctx, o, specs[i], outputs)
 	})
 	reports := make([]NodeReport, len(out))
 	for i, r := range out {
@@ -79,7 +83,7 @@ func cleanHalfMade(ctx context.Context, o ClusterOptions, specs []config.NodeSpe
 	return nil
 }
 
-func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeReport, error) {
+func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs *phase.Outputs) (NodeReport, error) {
 	rep := NodeReport{Name: spec.Name, Role: spec.Role}
 	st := o.Workspace.State
 	began := time.Now()
@@ -94,6 +98,20 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeRe
 		}
 		o.emit(spec.Name, name, progress.Done, msg, time.Since(t))
 		return nil
+	}
+
+	if o.DryRun {
+		n, err := o.Provider.Observe(ctx, spec)
+		if err != nil {
+			return rep, err
+		}
+		rep.Provider = n
+		if n.State != provider.StateRunning && n.State != provider.StateUnknown {
+			rep.Changed = true
+			o.emit(spec.Name, "provision", progress.Changed, "would "+map[bool]string{true: "create", false: "start"}[n.State == provider.StateMissing]+" the node", 0)
+			return rep, nil
+		}
+		return connectAndRun(ctx, o, spec, outputs, rep, began)
 	}
 
 	// Intent first: a run killed after this line is adopted by the next.
@@ -123,6 +141,27 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeRe
 		return rep, err
 	}
 
+	return connectAndRun(ctx, o, spec, outputs, rep, began)
+}
+
+// connectAndRun starts the node's agent, reads its facts and walks the node
+// phases.
+func connectAndRun(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs *phase.Outputs, rep NodeReport, began time.Time) (NodeReport, error) {
+	st := o.Workspace.State
+	step := func(name string, fn func() (string, error)) error {
+		t := time.Now()
+		o.emit(spec.Name, name, progress.Started, "", 0)
+		msg, err := fn()
+		if err != nil {
+			o.emit(spec.Name, name, progress.Failed, err.Error(), time.Since(t))
+			if !o.DryRun {
+				st.AppendJournal(context.WithoutCancel(ctx), state.JournalEntry{Node: spec.Name, Step: name, Status: state.StepFailed, Message: err.Error()})
+			}
+			return err
+		}
+		o.emit(spec.Name, name, progress.Done, msg, time.Since(t))
+		return nil
+	}
 	var conn *node.Conn
 	if err := step("agent", func() (string, error) {
 		t, opts, err := o.nodeOptions(rep.Provider)
@@ -140,6 +179,9 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeRe
 		if conn.Push.Uploaded {
 			msg = fmt.Sprintf("pushed %d bytes, %s", conn.Push.Bytes, msg)
 		}
+		if o.DryRun {
+			return msg, nil
+		}
 		return msg, st.UpdateNode(ctx, spec.Name, func(r *state.Node) error {
 			r.AgentSHA256 = rep.AgentSHA256
 			return nil
@@ -149,15 +191,27 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec) (NodeRe
 	}
 	defer conn.Close()
 
+	var facts *agentv1.FactsResponse
 	if err := step("facts", func() (string, error) {
 		f, err := conn.Agent.Facts(ctx, &agentv1.FactsRequest{})
 		if err != nil {
 			return "", fmt.Errorf("facts: %w", err)
 		}
+		facts = f
 		rep.Facts = factsView(f)
 		return fmt.Sprintf("%s %s, %s, %d CPUs", rep.Facts.OS, rep.Facts.Version, rep.Facts.Kernel, rep.Facts.CPUs), nil
 	}); err != nil {
 		return rep, err
+	}
+
+	pn := &phase.Node{Name: spec.Name, Role: spec.Role, Agent: conn.Agent, Facts: facts, DryRun: o.DryRun, Outputs: outputs,
+		Log: func(step string, l *agentv1.LogLine) {
+			o.Logger.DebugContext(ctx, l.GetText(), "node", spec.Name, "step", step)
+		}}
+	pr := phase.Run(ctx, pn, o.Steps, func(ev phase.Event) { o.emitPhase(ev) })
+	rep.Steps, rep.Changed = pr.Steps, pr.Changed
+	if pr.Err != nil {
+		return rep, pr.Err
 	}
 	rep.Took = time.Since(began)
 	o.emit(spec.Name, "ready", progress.Done, "", rep.Took)
