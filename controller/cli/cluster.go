@@ -155,7 +155,10 @@ func (c *CLI) progressSink(output string) progress.Sink {
 }
 
 func (c *CLI) upCmd(g *globalOptions) *cobra.Command {
-	var f clusterFlags
+	var (
+		f      clusterFlags
+		dryRun bool
+	)
 	cmd := &cobra.Command{
 		Use:   "up [--profile NAME] [-f cluster.yaml]",
 		Short: "Create or converge the cluster: provision nodes, push agents, run the node phases",
@@ -166,6 +169,9 @@ func (c *CLI) upCmd(g *globalOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.output != "" && f.output != "json" {
 				return fmt.Errorf("bad -o %q: want json or nothing", f.output)
+			}
+			if dryRun {
+				return c.plan(cmd.Context(), g, &f)
 			}
 			env, err := c.openCluster(g, &f, c.progressSink(f.output), true)
 			if err != nil {
@@ -184,7 +190,71 @@ func (c *CLI) upCmd(g *globalOptions) *cobra.Command {
 		},
 	}
 	f.register(cmd, "json (events)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: show per node what up would do (same as plan)")
 	return cmd
+}
+
+func (c *CLI) planCmd(g *globalOptions) *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "plan [--profile NAME] [-f cluster.yaml]",
+		Short: "Show per node what up would change, changing nothing",
+		Long: "Run every node phase's Check on the nodes that exist and print the diff per node; nodes that do not\n" +
+			"exist yet are reported as to be created. Nothing on the nodes is changed (the agent is pushed where\n" +
+			"missing, as it is kthw's own tool). Exits 0 whether or not there are changes.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.plan(cmd.Context(), g, &f)
+		},
+	}
+	f.register(cmd, "json (events)")
+	return cmd
+}
+
+// plan runs up as a dry run and prints what would change.
+func (c *CLI) plan(ctx context.Context, g *globalOptions, f *clusterFlags) error {
+	env, err := c.openCluster(g, f, c.progressSink(f.output), false)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	env.opts.DryRun = true
+	reports, err := action.Up(ctx, env.opts)
+	if err != nil && !action.IsNodeFailure(err) {
+		return err
+	}
+	if f.output != "json" {
+		writePlan(c.stdout, reports)
+	}
+	return err
+}
+
+func writePlan(w io.Writer, reports []action.NodeReport) {
+	for _, r := range reports {
+		switch {
+		case r.Err != nil:
+			fmt.Fprintf(w, "%s: cannot plan: %v\n", r.Name, r.Err)
+			continue
+		case r.Changed && len(r.Steps) == 0:
+			fmt.Fprintf(w, "%s: will be %s\n", r.Name, map[bool]string{true: "created", false: "started"}[r.Provider.State == provider.StateMissing])
+			continue
+		case !r.Changed:
+			fmt.Fprintf(w, "%s: up to date\n", r.Name)
+			continue
+		}
+		fmt.Fprintf(w, "%s:\n", r.Name)
+		for _, s := range r.Steps {
+			if !s.Result.Changed {
+				continue
+			}
+			fmt.Fprintf(w, "  ~ %s\n", s.Name)
+			for _, l := range strings.Split(strings.TrimRight(s.Result.Diff, "\n"), "\n") {
+				if l != "" {
+					fmt.Fprintf(w, "      %s\n", l)
+				}
+			}
+		}
+	}
 }
 
 func writeUpSummary(w io.Writer, cl *config.Cluster, reports []action.NodeReport, took time.Duration) {
