@@ -12,6 +12,7 @@ import (
 
 	"github.com/kthw/kthw/controller/internal/agentbuild"
 	"github.com/kthw/kthw/controller/internal/sshdtest"
+	"github.com/kthw/kthw/controller/workspace"
 )
 
 // TestStaticProvider runs up, status and down with the static provider
@@ -78,5 +79,35 @@ nodes:
 	// Static machines are not destroyed: they still answer.
 	if _, stderr, err := run("status"); err != nil {
 		t.Fatalf("status after down: %v\n%s", err, stderr)
+	}
+}
+
+// TestWorkspaceInUse: a second controller on a workspace fails at once,
+// naming the holder, and changes nothing.
+func TestWorkspaceInUse(t *testing.T) {
+	dir := t.TempDir()
+	ws, err := workspace.Open(filepath.Join(dir, "ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	file := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(file, []byte(`apiVersion: kthw.dev/v1alpha1
+kind: Cluster
+name: busy
+profile: debian
+provider:
+  type: static
+  static:
+    hosts: [{name: cp-1, address: 127.0.0.1, port: 1}]
+nodes: [{name: cp, role: control-plane, count: 1}]
+`), 0o644)
+	agent := filepath.Join(dir, "agent")
+	os.WriteFile(agent, []byte("x"), 0o755)
+	var stdout, stderr bytes.Buffer
+	err = New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(),
+		[]string{"up", "-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent})
+	if err == nil || !strings.Contains(err.Error(), "in use by another kthw-controller") || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
+		t.Fatalf("err = %v", err)
 	}
 }
