@@ -21,6 +21,7 @@ require (
 )
 
 require (
+	github.com/containerd/containerd/api v1.12.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	golang.org/x/net v0.62.0 // indirect

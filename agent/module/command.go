@@ -143,61 +143,38 @@ func (c *Command) skip(env *Env) (string, error) {
 }
 
 func (c *Command) run(ctx context.Context, env *Env) (Result, error) {
-	path, err := lookPath(c.argv[0], pathOf(c.env))
-	if err != nil {
-		return Result{}, err
-	}
 	runCtx := ctx
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-
-	stdout := &lineWriter{emit: func(s string) { env.log(agentv1.LogLine_STREAM_STDOUT, s) }}
-	stderr := &lineWriter{emit: func(s string) { env.log(agentv1.LogLine_STREAM_STDERR, s) }}
-	cmd := exec.CommandContext(runCtx, path, c.argv[1:]...)
-	cmd.Args[0] = c.argv[0]
-	cmd.Env = c.env
+	dir := ""
 	if c.cwd != "" {
-		cmd.Dir = env.Path(c.cwd)
+		dir = env.Path(c.cwd)
 	}
-	cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays nil: /dev/null
-	// The command leads its own process group so that cancelling kills
-	// everything it started, not just the direct child.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = outputGrace
-
+	if _, err := lookPath(c.argv[0], pathOf(c.env)); err != nil {
+		return Result{}, err
+	}
 	env.info("running: " + quote(c.argv))
-	env.logger().InfoContext(ctx, "running command", "argv", c.argv, "dir", cmd.Dir)
-	start := time.Now()
-	err = cmd.Run()
-	stdout.flush()
-	stderr.flush()
-	if errors.Is(err, exec.ErrWaitDelay) {
-		env.info("output still open after the command exited; stopped reading it")
-		err = nil
-	}
-	if err == nil {
-		env.info(fmt.Sprintf("exited 0 after %s", time.Since(start).Round(time.Millisecond)))
-		return Result{Changed: true, Ran: true}, nil
-	}
+	st, err := runProcess(runCtx, env, process{argv: c.argv, env: c.env, dir: dir})
 	if ctx.Err() != nil {
 		return Result{}, ctx.Err()
+	}
+	if err != nil {
+		return Result{}, err
 	}
 	if runCtx.Err() != nil {
 		// Our own timeout, not the caller's: the module ran and failed.
 		return Result{Changed: true}, fmt.Errorf("command timed out after %s and was killed", c.timeout)
 	}
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) {
-		return Result{}, fmt.Errorf("run %s: %w", c.argv[0], err)
+	if st.code == 0 {
+		env.info(fmt.Sprintf("exited 0 after %s", st.duration.Round(time.Millisecond)))
+		return Result{Changed: true, Ran: true}, nil
 	}
-	xe := &ExitError{Argv: c.argv, Code: exitErr.ExitCode(), Stderr: stderr.lastLine()}
-	if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		xe.Signal = ws.Signal()
-		xe.Code = 128 + int(xe.Signal)
+	xe := &ExitError{Argv: c.argv, Code: st.code, Signal: st.signal}
+	if n := len(st.stderrTail); n > 0 {
+		xe.Stderr = st.stderrTail[n-1]
 	}
 	return Result{Changed: true, Ran: true, ExitCode: xe.Code}, xe
 }
@@ -259,10 +236,12 @@ func quote(argv []string) string {
 // its own goroutine; the mutex orders it with flush and lastLine.
 type lineWriter struct {
 	emit func(string)
+	// keep is how many of the last non-blank lines tail returns (at least 1).
+	keep int
 
 	mu   sync.Mutex
 	buf  []byte
-	last string
+	last []string
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -307,13 +286,17 @@ func (w *lineWriter) line() {
 	s := strings.ToValidUTF8(string(bytes.TrimSuffix(w.buf, []byte{'\r'})), "\uFFFD")
 	w.buf = w.buf[:0]
 	if strings.TrimSpace(s) != "" {
-		w.last = s
+		w.last = append(w.last, s)
+		if n := max(w.keep, 1); len(w.last) > n {
+			w.last = append(w.last[:0], w.last[len(w.last)-n:]...)
+		}
 	}
 	w.emit(s)
 }
 
-func (w *lineWriter) lastLine() string {
+// tail returns the last non-blank lines, oldest first.
+func (w *lineWriter) tail() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.last
+	return append([]string(nil), w.last...)
 }

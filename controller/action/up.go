@@ -80,6 +80,15 @@ func cleanHalfMade(ctx context.Context, o ClusterOptions, specs []config.NodeSpe
 		}
 		o.emit(r.Name, "cleanup", progress.Done, "", 0)
 	}
+	existing, err := o.Provider.Existing(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range existing {
+		if !slices.ContainsFunc(specs, func(s config.NodeSpec) bool { return s.Name == name }) {
+			o.emit(name, "provision", progress.Info, "exists but is not in the cluster file; left alone (down removes it)", 0)
+		}
+	}
 	return nil
 }
 

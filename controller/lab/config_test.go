@@ -1,7 +1,10 @@
 package lab
 
 import (
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -76,5 +79,44 @@ func TestProxyConfFiles(t *testing.T) {
 	}
 	if files["backends_debian"] != "http://m.example/debian/\n" || files["backends_debian_security"] != "http://s.example/debian-security/\n" {
 		t.Errorf("backends: %q", files)
+	}
+}
+
+// Teardown of a lab that was never set up is a no-op, not an error.
+func TestTeardownEmptyLab(t *testing.T) {
+	l, err := New(Config{Dir: t.TempDir() + "/never", Bridge: "kthwnone0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Teardown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err := l.List(t.Context()); err != nil || len(nodes) != 0 {
+		t.Fatalf("list: %v %v", nodes, err)
+	}
+	if _, err := l.Status(t.Context(), "n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status of a missing node: %v", err)
+	}
+}
+
+// A new node that cannot start leaves no directory and no mount behind.
+func TestStartWithoutNetwork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (bind mount of the nodes directory)")
+	}
+	dir := t.TempDir()
+	l, err := New(Config{Dir: dir, Bridge: "kthwnone0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := testSpec(t)
+	if _, err := l.Start(t.Context(), s); !errors.Is(err, ErrNoNetwork) {
+		t.Fatalf("start without a bridge: %v, want ErrNoNetwork", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "nodes")); len(ents) > 0 {
+		t.Errorf("left behind: %v", ents)
+	}
+	if mps, err := MountsUnder(dir); err != nil || len(mps) > 0 {
+		t.Errorf("mounts left: %v %v", mps, err)
 	}
 }

@@ -150,6 +150,21 @@ func TestLabE2E(t *testing.T) {
 		}
 	})
 
+	t.Run("proxy refuses a taken port", func(t *testing.T) {
+		if err := l.StopProxy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", l.Config().ProxyPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.EnsureProxy(ctx)
+		ln.Close()
+		if err == nil || !strings.Contains(err.Error(), "taken") {
+			t.Fatalf("EnsureProxy with its port taken: %v", err)
+		}
+	})
+
 	t.Run("proxy replaces a stale pid file", func(t *testing.T) {
 		if err := l.StopProxy(ctx); err != nil {
 			t.Fatal(err)

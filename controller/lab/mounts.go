@@ -85,6 +85,7 @@ func unmountAll(dir string) error {
 				err = unix.Unmount(mp, 0)
 			}
 			if errors.Is(err, unix.EBUSY) {
+				// Still busy after a second: detach it now, it goes when no longer used.
 				err = unix.Unmount(mp, unix.MNT_DETACH)
 			}
 			if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

@@ -25,7 +25,7 @@ import (
 // the node's apt goes through the lab's proxy (EnsureProxy).
 //
 // Start is safe to call for several nodes in parallel.
-func (l *Lab) Start(ctx context.Context, spec NodeSpec) (NodeInfo, error) {
+func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) {
 	spec.setDefaults()
 	pub, err := spec.validate()
 	if err != nil {
@@ -44,6 +44,21 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (NodeInfo, error) {
 	rec, err := readRecord(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return NodeInfo{}, err
+	}
+	if rec == nil {
+		// A new node that does not come up leaves nothing behind (its console's tail is in
+		// the error).
+		defer func() {
+			if err != nil {
+				ctx := context.WithoutCancel(ctx)
+				unlock() // its file is in dir: an open file would keep the nodes mount busy
+				if rerr := removeTree(dir); rerr != nil {
+					err = errors.Join(err, rerr)
+				} else if rerr := l.releaseNodesDir(ctx); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
+			}
+		}()
 	}
 	root := filepath.Join(dir, mergedDir)
 	if state, pid := l.state(dir); state == StateRunning {
@@ -114,13 +129,13 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (NodeInfo, error) {
 	if err := l.waitSSH(ctx, spec.Name, pid, spec.Address.Addr(), filepath.Join(dir, consoleLog)); err != nil {
 		return fail(err)
 	}
-	if leader, err := leaderOf(pid); err == nil {
-		if veth, err := hostVeth(leader); err == nil {
-			rec.Veth = veth
-			if err := writeRecord(dir, rec); err != nil {
-				return fail(err)
-			}
-		}
+	veth, err := l.vethOf(pid)
+	if err != nil {
+		return fail(fmt.Errorf("start node %s: %w", spec.Name, err))
+	}
+	rec.Veth = veth
+	if err := writeRecord(dir, rec); err != nil {
+		return fail(err)
 	}
 	l.log.InfoContext(ctx, "lab node up", "node", spec.Name, "address", spec.Address, "pid", pid,
 		"took", time.Since(start).Round(time.Millisecond))
@@ -167,6 +182,7 @@ func (l *Lab) Destroy(ctx context.Context, name string) error {
 	if err := removeTree(dir); err != nil {
 		return fmt.Errorf("destroy node %s: %w", name, err)
 	}
+	unlock() // its file was in dir: an open file would keep the nodes mount busy
 	l.log.InfoContext(ctx, "lab node destroyed", "node", name)
 	return l.releaseNodesDir(ctx)
 }
@@ -193,6 +209,9 @@ func (l *Lab) makeNodeDir(ctx context.Context, dir string) error {
 
 // releaseNodesDir unmounts the nodes directory's bind mount once no node is left.
 func (l *Lab) releaseNodesDir(ctx context.Context) error {
+	if !isDir(l.nodesDir()) {
+		return nil
+	}
 	unlock, err := lockFile(ctx, filepath.Join(l.cfg.Dir, "lock"))
 	if err != nil {
 		return err

@@ -62,6 +62,9 @@ func (l *Lab) EnsureProxy(ctx context.Context) error {
 	if err := l.checkBridge(); err != nil {
 		return fmt.Errorf("start apt proxy: %w", err)
 	}
+	if err := l.checkProxyPortFree(); err != nil {
+		return fmt.Errorf("start apt proxy: %w", err)
+	}
 	r, archives, err := l.recipe()
 	if err != nil {
 		return fmt.Errorf("start apt proxy: %w", err)
@@ -149,14 +152,31 @@ func (l *Lab) isOurProxy(pid int) bool {
 	return pid > 0 && alive(pid) && isProgram(cmdline(pid), acngProg, l.proxyConfDir())
 }
 
-// waitProxy waits until the proxy answers on 127.0.0.1 and the bridge address.
-func (l *Lab) waitProxy(ctx context.Context, pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// checkProxyPortFree fails when something else listens on the proxy's port: a system
+// apt-cacher-ng on 0.0.0.0:3142 would answer in our place.
+func (l *Lab) checkProxyPortFree() error {
+	for _, a := range l.proxyAddrs() {
+		ln, err := net.Listen("tcp", a.String())
+		if err != nil {
+			return fmt.Errorf("port %d is taken (%v): stop what listens there or set another proxy port", a.Port(), err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
+func (l *Lab) proxyAddrs() []netip.AddrPort {
 	port := uint16(l.cfg.ProxyPort)
-	targets := []netip.AddrPort{
+	return []netip.AddrPort{
 		netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port),
 		netip.AddrPortFrom(l.Gateway(), port),
 	}
+}
+
+// waitProxy waits until the proxy answers on 127.0.0.1 and the bridge address.
+func (l *Lab) waitProxy(ctx context.Context, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	targets := l.proxyAddrs()
 	for {
 		if !alive(pid) {
 			return fmt.Errorf("apt-cacher-ng (pid %d) exited", pid)

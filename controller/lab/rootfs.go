@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -173,7 +174,7 @@ func (l *Lab) removeStaleBuilds() error {
 }
 
 // lockFile takes an exclusive flock on path, waiting until ctx is done. The returned function
-// releases it. A holder's death releases the lock.
+// releases it (calling it again is a no-op). A holder's death releases the lock.
 func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -182,7 +183,8 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			var once sync.Once
+			return func() { once.Do(func() { f.Close() }) }, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()

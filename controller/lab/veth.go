@@ -43,6 +43,15 @@ func (l *Lab) SetLink(ctx context.Context, name string, up bool) error {
 	return nil
 }
 
+// vethOf finds the host-side link of the node whose systemd-nspawn is pid.
+func (l *Lab) vethOf(pid int) (string, error) {
+	leader, err := leaderOf(pid)
+	if err != nil {
+		return "", err
+	}
+	return hostVeth(leader)
+}
+
 // hostVeth finds, from a container init's network namespace, the host side of its host0.
 func hostVeth(leader int) (string, error) {
 	ns, err := netns.GetFromPid(leader)

@@ -1489,8 +1489,8 @@ func (x *KernelModulesModule) GetFile() string {
 	return ""
 }
 
-// SwapModule turns swap off now and at boot (comments out fstab swap lines
-// and masks swap units).
+// SwapModule turns swap off now (swapoff -a) and at boot (comments out the
+// swap lines of /etc/fstab, from which systemd generates its swap units).
 type SwapModule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1591,8 +1591,9 @@ type SystemdUnitModule struct {
 	// unit file alone (a packaged unit).
 	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
 	// Drop-ins for /etc/systemd/system/<name>.d/<key>.conf.
-	Dropins map[string]string       `protobuf:"bytes,3,rep,name=dropins,proto3" json:"dropins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Enabled bool                    `protobuf:"varint,4,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Dropins map[string]string `protobuf:"bytes,3,rep,name=dropins,proto3" json:"dropins,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Enable (true) or disable (false) the unit; unset leaves it alone.
+	Enabled *bool                   `protobuf:"varint,4,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
 	State   SystemdUnitModule_State `protobuf:"varint,5,opt,name=state,proto3,enum=kthw.agent.v1.SystemdUnitModule_State" json:"state,omitempty"`
 	// Mask the unit (for units that must never run).
 	Masked        bool `protobuf:"varint,6,opt,name=masked,proto3" json:"masked,omitempty"`
@@ -1652,8 +1653,8 @@ func (x *SystemdUnitModule) GetDropins() map[string]string {
 }
 
 func (x *SystemdUnitModule) GetEnabled() bool {
-	if x != nil {
-		return x.Enabled
+	if x != nil && x.Enabled != nil {
+		return *x.Enabled
 	}
 	return false
 }
@@ -2869,12 +2870,12 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x05hosts\x18\x02 \x03(\v2\".kthw.agent.v1.HostnameModule.HostR\x05hosts\x1a6\n" +
 	"\x04Host\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05names\x18\x02 \x03(\tR\x05names\"\x99\x03\n" +
+	"\x05names\x18\x02 \x03(\tR\x05names\"\xaa\x03\n" +
 	"\x11SystemdUnitModule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12G\n" +
-	"\adropins\x18\x03 \x03(\v2-.kthw.agent.v1.SystemdUnitModule.DropinsEntryR\adropins\x12\x18\n" +
-	"\aenabled\x18\x04 \x01(\bR\aenabled\x12<\n" +
+	"\adropins\x18\x03 \x03(\v2-.kthw.agent.v1.SystemdUnitModule.DropinsEntryR\adropins\x12\x1d\n" +
+	"\aenabled\x18\x04 \x01(\bH\x00R\aenabled\x88\x01\x01\x12<\n" +
 	"\x05state\x18\x05 \x01(\x0e2&.kthw.agent.v1.SystemdUnitModule.StateR\x05state\x12\x16\n" +
 	"\x06masked\x18\x06 \x01(\bR\x06masked\x1a:\n" +
 	"\fDropinsEntry\x12\x10\n" +
@@ -2884,7 +2885,9 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fSTATE_UNCHANGED\x10\x00\x12\x11\n" +
 	"\rSTATE_STARTED\x10\x01\x12\x11\n" +
 	"\rSTATE_STOPPED\x10\x02\x12\x1d\n" +
-	"\x19STATE_RESTARTED_ON_CHANGE\x10\x03\"\xf6\x02\n" +
+	"\x19STATE_RESTARTED_ON_CHANGE\x10\x03B\n" +
+	"\n" +
+	"\b_enabled\"\xf6\x02\n" +
 	"\x10ContainerdModule\x122\n" +
 	"\bpackages\x18\x01 \x03(\v2\x16.kthw.agent.v1.PackageR\bpackages\x12#\n" +
 	"\rsandbox_image\x18\x02 \x01(\tR\fsandboxImage\x12%\n" +
@@ -3093,6 +3096,7 @@ func file_kthw_agent_v1_agent_proto_init() {
 		(*RunModuleRequest_Containerd)(nil),
 		(*RunModuleRequest_KubernetesPackages)(nil),
 	}
+	file_kthw_agent_v1_agent_proto_msgTypes[17].OneofWrappers = []any{}
 	file_kthw_agent_v1_agent_proto_msgTypes[21].OneofWrappers = []any{
 		(*FileModule_Content)(nil),
 		(*FileModule_BlobSha256)(nil),
