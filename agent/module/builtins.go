@@ -8,5 +8,14 @@ func Builtins() *Registry {
 	r := NewRegistry()
 	Register(r, func(m *agentv1.CommandModule) (Module, error) { return NewCommand(m) })
 	Register(r, func(m *agentv1.FileModule) (Module, error) { return NewFile(m) })
+	Register(r, func(m *agentv1.PackagesModule) (Module, error) { return NewPackages(m) })
+	Register(r, func(m *agentv1.RepositoryModule) (Module, error) { return NewRepository(m) })
+	Register(r, func(m *agentv1.KubernetesPackagesModule) (Module, error) { return NewKubernetesPackages(m) })
+	Register(r, func(m *agentv1.SysctlModule) (Module, error) { return NewSysctl(m) })
+	Register(r, func(m *agentv1.KernelModulesModule) (Module, error) { return NewKernelModules(m) })
+	Register(r, func(m *agentv1.SwapModule) (Module, error) { return NewSwap(m) })
+	Register(r, func(m *agentv1.HostnameModule) (Module, error) { return NewHostname(m) })
+	Register(r, func(m *agentv1.SystemdUnitModule) (Module, error) { return NewSystemdUnit(m) })
+	Register(r, func(m *agentv1.ContainerdModule) (Module, error) { return NewContainerd(m) })
 	return r
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kthw/kthw/agent/module"
+	"github.com/kthw/kthw/distro/pkg"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
@@ -30,6 +32,8 @@ func (s *Server) RunModule(req *agentv1.RunModuleRequest, stream grpc.ServerStre
 		Blob:     s.blobs.path,
 		Logger:   log,
 	}
+	env.Runner = module.ExecRunner(env)
+	env.Packages = packageManagers(env.Runner, s.root)
 	run := m.Apply
 	if req.GetCheckOnly() {
 		run = m.Check
@@ -99,3 +103,19 @@ func (e *eventSender) send(ev *agentv1.RunModuleEvent) error {
 // validUTF8 makes s fit a proto string field, which must be valid UTF-8;
 // paths and command output need not be.
 func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// packageManagers returns what Env.Packages does: the backend named, or the
+// one whose binaries are installed under root, running its commands through
+// r. root is the agent's root (tests); the backend reads its own state under
+// it.
+func packageManagers(r pkg.Runner, root string) func(ctx context.Context, name string) (pkg.Manager, error) {
+	return func(ctx context.Context, name string) (pkg.Manager, error) {
+		if name == "" {
+			var err error
+			if name, err = pkg.Detect(root); err != nil {
+				return nil, err
+			}
+		}
+		return pkg.New(name, r, pkg.Options{Root: root})
+	}
+}

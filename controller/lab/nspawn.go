@@ -16,12 +16,16 @@ import (
 
 // Files in a node's directory.
 const (
-	pidFile     = "nspawn.pid"
-	consoleLog  = "console.log"
-	nodeLock    = "lock"
-	upperDir    = "upper"
-	workDir     = "work"
-	mergedDir   = "root"
+	pidFile    = "nspawn.pid"
+	consoleLog = "console.log"
+	nodeLock   = "lock"
+	upperDir   = "upper"
+	workDir    = "work"
+	mergedDir  = "root"
+	// dataDir holds the node's directories that must not live on its
+	// overlay root: containerd's overlayfs snapshotter cannot use an overlay
+	// as its upper layer, so /var/lib/containerd is bound from here.
+	dataDir     = "data"
 	nspawnProg  = "systemd-nspawn"
 	sshReadyMsg = "SSH-"
 	// nspawnPropagateDir holds a directory per running machine on the host.
@@ -48,8 +52,13 @@ func (l *Lab) nspawnArgs(name, root string) []string {
 		"--capability=all",
 		"--system-call-filter=add_key keyctl request_key",
 		"--bind=/dev/kmsg",
+		"--bind=" + filepath.Join(filepath.Dir(root), dataDir, "containerd") + ":/var/lib/containerd",
 	}
 }
+
+// dataBinds are the node's data directories (see dataDir), created before
+// a boot.
+var dataBinds = []string{"containerd"}
 
 // nspawnEnv is the environment for systemd-nspawn: ours without SYSTEMD_NSPAWN_* settings
 // (SYSTEMD_NSPAWN_API_VFS_WRITABLE would let a node write the host's global sysctls).
@@ -66,6 +75,11 @@ func nspawnEnv() []string {
 // spawn starts systemd-nspawn for a node, detached (own session, console to console.log), and
 // records its PID.
 func (l *Lab) spawn(name, dir string) (int, error) {
+	for _, d := range dataBinds {
+		if err := os.MkdirAll(filepath.Join(dir, dataDir, d), 0o711); err != nil {
+			return 0, fmt.Errorf("start node %s: %w", name, err)
+		}
+	}
 	logPath := filepath.Join(dir, consoleLog)
 	_ = os.Rename(logPath, logPath+".1") // keep the previous boot's console for post-mortems
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)

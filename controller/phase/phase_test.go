@@ -83,7 +83,10 @@ func TestFailedProducerReleasesWaiters(t *testing.T) {
 		{Name: "prep", When: func(n *Node) bool { return n.Role == config.RoleControlPlane },
 			Run: func(ctx context.Context, n *Node) (Result, error) { return Result{}, errors.New("disk full") }},
 		{Name: "init", When: func(n *Node) bool { return n.Role == config.RoleControlPlane }, Produces: []string{"token"},
-			Run: func(ctx context.Context, n *Node) (Result, error) { t.Fatal("init ran after a failure"); return Result{}, nil }},
+			Run: func(ctx context.Context, n *Node) (Result, error) {
+				t.Fatal("init ran after a failure")
+				return Result{}, nil
+			}},
 		{Name: "join", When: func(n *Node) bool { return n.Role == config.RoleWorker },
 			Run: func(ctx context.Context, n *Node) (Result, error) {
 				_, err := n.Outputs.Wait(ctx, "token")

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -38,6 +39,11 @@ type Workspace struct {
 	State *state.Store
 	// PublicKey is the controller's key in authorized_keys format.
 	PublicKey []byte
+
+	// hostsMu serializes read-modify-write of known_hosts: nodes are
+	// pinned from parallel goroutines. (Other processes are kept out by
+	// the state lock.)
+	hostsMu sync.Mutex
 }
 
 // Open locks the workspace at dir (creating it) and makes sure its SSH key
@@ -75,6 +81,8 @@ func (w *Workspace) PinHostKey(addr string, key string) error {
 	}
 	host := knownhosts.Normalize(addr)
 	path := w.KnownHostsPath()
+	w.hostsMu.Lock()
+	defer w.hostsMu.Unlock()
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("pin host key for %s: %w", addr, err)
@@ -98,6 +106,8 @@ func (w *Workspace) PinHostKey(addr string, key string) error {
 func (w *Workspace) UnpinHost(addr string) error {
 	host := knownhosts.Normalize(addr)
 	path := w.KnownHostsPath()
+	w.hostsMu.Lock()
+	defer w.hostsMu.Unlock()
 	old, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

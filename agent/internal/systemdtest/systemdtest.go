@@ -2,18 +2,26 @@
 // tests of the agent's D-Bus code on hosts where systemd is not PID 1.
 //
 // It starts dbus-daemon on a socket in a temporary directory, points
-// DBUS_SYSTEM_BUS_ADDRESS at it for the test, and serves the few systemd
-// manager calls the agent makes: ListUnitsByNames and the SystemState
-// property. Tests that use it skip when dbus-daemon is not installed.
+// DBUS_SYSTEM_BUS_ADDRESS at it for the test, and serves the systemd calls
+// the agent makes: ListUnitsByNames, the SystemState property, the unit
+// properties (LoadState, ActiveState, SubState, UnitFileState,
+// NeedDaemonReload), Reload, Enable/Disable/Mask/UnmaskUnitFiles and
+// Start/Stop/RestartUnit with their JobRemoved signals. It keeps the state
+// those calls change and records every call. Tests that use it skip when
+// dbus-daemon is not installed.
 package systemdtest
 
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +35,49 @@ type Unit struct {
 	LoadState   string
 	ActiveState string
 	SubState    string
+	// UnitFileState is enabled, disabled, static, masked, ... ("" for no
+	// unit file).
+	UnitFileState    string
+	NeedDaemonReload bool
+	// JobResult is what start and restart jobs end in; "" is "done".
+	// Anything else leaves the unit failed.
+	JobResult string
+}
+
+// Systemd is a running fake systemd.
+type Systemd struct {
+	conn *dbus.Conn
+
+	mu    sync.Mutex
+	units map[string]*Unit
+	calls []string
+	jobs  int
+}
+
+// Calls returns the mutating calls made so far, e.g. "StartUnit foo.service"
+// or "Reload", in order.
+func (s *Systemd) Calls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// Unit returns the current state of a unit the fake knows.
+func (s *Systemd) Unit(name string) (Unit, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.units[name]
+	if !ok {
+		return Unit{}, false
+	}
+	return *u, true
+}
+
+// SetUnit replaces the state of a unit.
+func (s *Systemd) SetUnit(name string, u Unit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.units[name] = &u
 }
 
 const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -47,7 +98,7 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
 // Start runs dbus-daemon and a fake systemd that knows units (any other unit
 // is "not-found", as systemd reports it), and sets DBUS_SYSTEM_BUS_ADDRESS
 // for the rest of the test. It skips the test when dbus-daemon is missing.
-func Start(t *testing.T, units map[string]Unit) {
+func Start(t *testing.T, units map[string]Unit) *Systemd {
 	t.Helper()
 	daemon, err := exec.LookPath("dbus-daemon")
 	if err != nil {
@@ -94,7 +145,14 @@ func Start(t *testing.T, units map[string]Unit) {
 	}
 	const path = dbus.ObjectPath("/org/freedesktop/systemd1")
 	const iface = "org.freedesktop.systemd1.Manager"
-	if err := conn.Export(manager{units}, path, iface); err != nil {
+	sd := &Systemd{conn: conn, units: map[string]*Unit{}}
+	for n, u := range units {
+		sd.units[n] = &u
+	}
+	if err := conn.Export(manager{sd}, path, iface); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.ExportSubtree(unitProps{sd}, "/org/freedesktop/systemd1/unit", "org.freedesktop.DBus.Properties"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := prop.Export(conn, path, prop.Map{iface: {
@@ -107,6 +165,7 @@ func Start(t *testing.T, units map[string]Unit) {
 		t.Fatalf("own org.freedesktop.systemd1: %v, %v", reply, err)
 	}
 	waitForName(t, addr)
+	return sd
 }
 
 // waitForName returns once the name is visible to other connections.
@@ -138,7 +197,7 @@ func waitForName(t *testing.T, addr string) {
 }
 
 // manager serves org.freedesktop.systemd1.Manager methods.
-type manager struct{ units map[string]Unit }
+type manager struct{ sd *Systemd }
 
 // unitStatus is the (ssssssouso) tuple ListUnitsByNames returns.
 type unitStatus struct {
@@ -149,13 +208,37 @@ type unitStatus struct {
 	JobPath                                                       dbus.ObjectPath
 }
 
+// unitFileChange is the (sss) tuple of the unit file calls.
+type unitFileChange struct{ Type, Filename, Destination string }
+
+// lookup returns the unit's state; an unknown unit is not-found. The
+// caller holds sd.mu.
+func (s *Systemd) lookup(name string) Unit {
+	if u, ok := s.units[name]; ok {
+		return *u
+	}
+	return Unit{LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}
+}
+
+// known returns the unit, or a NoSuchUnit error. The caller holds sd.mu.
+func (s *Systemd) known(name string) (*Unit, *dbus.Error) {
+	u, ok := s.units[name]
+	if !ok || u.LoadState == "not-found" {
+		return nil, dbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit " + name + " not found."})
+	}
+	return u, nil
+}
+
+func (s *Systemd) record(call string) {
+	s.calls = append(s.calls, call)
+}
+
 func (m manager) ListUnitsByNames(names []string) ([]unitStatus, *dbus.Error) {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
 	out := make([]unitStatus, 0, len(names))
 	for _, n := range names {
-		u, ok := m.units[n]
-		if !ok {
-			u = Unit{LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}
-		}
+		u := m.sd.lookup(n)
 		out = append(out, unitStatus{
 			Name: n, Description: u.Description, LoadState: u.LoadState,
 			ActiveState: u.ActiveState, SubState: u.SubState,
@@ -163,4 +246,202 @@ func (m manager) ListUnitsByNames(names []string) ([]unitStatus, *dbus.Error) {
 		})
 	}
 	return out, nil
+}
+
+// Reload loads units the fake knows whose files were not loaded yet.
+func (m manager) Reload() *dbus.Error {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
+	m.sd.record("Reload")
+	for _, u := range m.sd.units {
+		u.NeedDaemonReload = false
+		if u.LoadState == "not-found" || u.LoadState == "" {
+			u.LoadState = "loaded"
+			if u.ActiveState == "" {
+				u.ActiveState, u.SubState = "inactive", "dead"
+			}
+			if u.UnitFileState == "" {
+				u.UnitFileState = "disabled"
+			}
+		}
+	}
+	return nil
+}
+
+func (m manager) EnableUnitFiles(files []string, runtime, force bool) (bool, []unitFileChange, *dbus.Error) {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
+	m.sd.record("EnableUnitFiles " + strings.Join(files, " "))
+	var changes []unitFileChange
+	install := true
+	for _, f := range files {
+		u, ok := m.sd.units[f]
+		if !ok {
+			return false, nil, dbus.NewError("org.freedesktop.systemd1.NoSuchUnit", []any{"Unit file " + f + " does not exist."})
+		}
+		switch u.UnitFileState {
+		case "static":
+			install = false
+		case "masked":
+			return false, nil, dbus.NewError("org.freedesktop.systemd1.UnitMasked", []any{"Unit file " + f + " is masked."})
+		case "enabled":
+		default:
+			u.UnitFileState = "enabled"
+			changes = append(changes, unitFileChange{"symlink", "/etc/systemd/system/multi-user.target.wants/" + f, "/etc/systemd/system/" + f})
+		}
+	}
+	return install, changes, nil
+}
+
+func (m manager) DisableUnitFiles(files []string, runtime bool) ([]unitFileChange, *dbus.Error) {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
+	m.sd.record("DisableUnitFiles " + strings.Join(files, " "))
+	var changes []unitFileChange
+	for _, f := range files {
+		if u, ok := m.sd.units[f]; ok && u.UnitFileState == "enabled" {
+			u.UnitFileState = "disabled"
+			changes = append(changes, unitFileChange{"unlink", "/etc/systemd/system/multi-user.target.wants/" + f, ""})
+		}
+	}
+	return changes, nil
+}
+
+func (m manager) MaskUnitFiles(files []string, runtime, force bool) ([]unitFileChange, *dbus.Error) {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
+	m.sd.record("MaskUnitFiles " + strings.Join(files, " "))
+	var changes []unitFileChange
+	for _, f := range files {
+		u, ok := m.sd.units[f]
+		if !ok {
+			u = &Unit{ActiveState: "inactive", SubState: "dead"}
+			m.sd.units[f] = u
+		}
+		if u.UnitFileState != "masked" {
+			u.UnitFileState, u.NeedDaemonReload = "masked", true
+			changes = append(changes, unitFileChange{"symlink", "/etc/systemd/system/" + f, "/dev/null"})
+		}
+	}
+	return changes, nil
+}
+
+func (m manager) UnmaskUnitFiles(files []string, runtime bool) ([]unitFileChange, *dbus.Error) {
+	m.sd.mu.Lock()
+	defer m.sd.mu.Unlock()
+	m.sd.record("UnmaskUnitFiles " + strings.Join(files, " "))
+	var changes []unitFileChange
+	for _, f := range files {
+		if u, ok := m.sd.units[f]; ok && u.UnitFileState == "masked" {
+			u.UnitFileState, u.NeedDaemonReload = "", true
+			u.LoadState = "not-found"
+			changes = append(changes, unitFileChange{"unlink", "/etc/systemd/system/" + f, ""})
+		}
+	}
+	return changes, nil
+}
+
+func (m manager) StartUnit(name, mode string) (dbus.ObjectPath, *dbus.Error) {
+	return m.sd.job("StartUnit", name, true)
+}
+
+func (m manager) RestartUnit(name, mode string) (dbus.ObjectPath, *dbus.Error) {
+	return m.sd.job("RestartUnit", name, true)
+}
+
+func (m manager) StopUnit(name, mode string) (dbus.ObjectPath, *dbus.Error) {
+	return m.sd.job("StopUnit", name, false)
+}
+
+// job changes the unit's state at once and announces the job's end with
+// JobRemoved, as systemd does when the job finishes.
+func (s *Systemd) job(method, name string, start bool) (dbus.ObjectPath, *dbus.Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.record(method + " " + name)
+	u, derr := s.known(name)
+	if derr != nil {
+		return "", derr
+	}
+	if start && u.UnitFileState == "masked" {
+		return "", dbus.NewError("org.freedesktop.systemd1.UnitMasked", []any{"Unit " + name + " is masked."})
+	}
+	s.jobs++
+	id := uint32(s.jobs)
+	result := "done"
+	switch {
+	case !start:
+		u.ActiveState, u.SubState = "inactive", "dead"
+	case u.JobResult == "" || u.JobResult == "done":
+		u.ActiveState, u.SubState = "active", "running"
+	default:
+		result = u.JobResult
+		u.ActiveState, u.SubState = "failed", "failed"
+	}
+	path := dbus.ObjectPath("/org/freedesktop/systemd1/job/" + strconv.Itoa(int(id)))
+	go func() {
+		// After the reply, as systemd finishes a job after queueing it.
+		time.Sleep(5 * time.Millisecond)
+		s.conn.Emit("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager.JobRemoved", id, path, name, result)
+	}()
+	return path, nil
+}
+
+// unitProps serves org.freedesktop.DBus.Properties on unit objects.
+type unitProps struct{ sd *Systemd }
+
+func (p unitProps) props(msg dbus.Message) (map[string]dbus.Variant, *dbus.Error) {
+	path, _ := msg.Headers[dbus.FieldPath].Value().(dbus.ObjectPath)
+	name, err := unescapeUnitPath(string(path))
+	if err != nil {
+		return nil, dbus.MakeFailedError(err)
+	}
+	p.sd.mu.Lock()
+	defer p.sd.mu.Unlock()
+	u := p.sd.lookup(name)
+	return map[string]dbus.Variant{
+		"Id":               dbus.MakeVariant(name),
+		"Description":      dbus.MakeVariant(u.Description),
+		"LoadState":        dbus.MakeVariant(u.LoadState),
+		"ActiveState":      dbus.MakeVariant(u.ActiveState),
+		"SubState":         dbus.MakeVariant(u.SubState),
+		"UnitFileState":    dbus.MakeVariant(u.UnitFileState),
+		"NeedDaemonReload": dbus.MakeVariant(u.NeedDaemonReload),
+	}, nil
+}
+
+func (p unitProps) GetAll(msg dbus.Message, iface string) (map[string]dbus.Variant, *dbus.Error) {
+	return p.props(msg)
+}
+
+func (p unitProps) Get(msg dbus.Message, iface, name string) (dbus.Variant, *dbus.Error) {
+	all, err := p.props(msg)
+	if err != nil {
+		return dbus.Variant{}, err
+	}
+	v, ok := all[name]
+	if !ok {
+		return dbus.Variant{}, dbus.NewError("org.freedesktop.DBus.Error.UnknownProperty", []any{"unknown property " + name})
+	}
+	return v, nil
+}
+
+// unescapeUnitPath returns the unit name of a unit object path, undoing
+// systemd's bus path escaping (_2e for ".").
+func unescapeUnitPath(path string) (string, error) {
+	esc := path[strings.LastIndexByte(path, '/')+1:]
+	var b strings.Builder
+	for i := 0; i < len(esc); i++ {
+		if esc[i] == '_' && i+2 < len(esc) {
+			n, err := strconv.ParseUint(esc[i+1:i+3], 16, 8)
+			if err != nil {
+				return "", fmt.Errorf("bad escape in %s", path)
+			}
+			b.WriteByte(byte(n))
+			i += 2
+			continue
+		}
+		b.WriteByte(esc[i])
+	}
+	return b.String(), nil
 }

@@ -40,9 +40,10 @@ type Cluster struct {
 	Lab   *lab.Lab
 	Nodes []*Node
 	// Dir holds the lab, the workspace and the agent build.
-	Dir string
-	ws  *workspace.Workspace
-	opt node.Options
+	Dir  string
+	ws   *workspace.Workspace
+	opt  node.Options
+	slot int
 }
 
 // Node is one lab node and its agent connection.
@@ -85,7 +86,7 @@ func Start(t testing.TB, n int) *Cluster {
 	if err != nil {
 		t.Fatalf("labtest: %v", err)
 	}
-	c := &Cluster{Lab: l, Dir: dir}
+	c := &Cluster{Lab: l, Dir: dir, slot: slot}
 	t.Cleanup(func() {
 		for _, nd := range c.Nodes {
 			if nd.Conn != nil {
@@ -150,7 +151,10 @@ func (c *Cluster) boot(ctx context.Context, i int) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.Lab.Start(ctx, lab.NodeSpec{Name: name, Address: addr, Gateway: gw, HostKey: priv, AuthorizedKeys: c.ws.PublicKey})
+	// Machine names are global on the host (they name the host-side
+	// veth), so they carry the slot; the host name is the node name.
+	machine := fmt.Sprintf("lt%d-%s", c.slot, name)
+	info, err := c.Lab.Start(ctx, lab.NodeSpec{Name: machine, Hostname: name, Address: addr, Gateway: gw, HostKey: priv, AuthorizedKeys: c.ws.PublicKey})
 	if err != nil {
 		return nil, err
 	}
