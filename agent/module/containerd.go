@@ -259,20 +259,28 @@ func (c *Containerd) ensurePackages(ctx context.Context, env *Env, apply bool, d
 	}
 	var todo []pkg.Package
 	candidate := ""
+	refreshed := false
 	for _, p := range c.packages {
 		cur, ok := installed[p.Name]
 		want := p.Version
-		if want != "" && (!ok || cur != want) {
-			// "1.7.22" becomes the manager's own "1.7.22-1".
+		if ok && pkg.MatchVersion(cur, want) {
+			env.info(fmt.Sprintf("package %s %s is installed", p.Name, cur))
+			continue
+		}
+		if want != "" {
+			// "1.7.22" becomes the manager's own "1.7.22-1"; a fresh node
+			// needs its package index first.
+			if apply && !refreshed {
+				if _, err := mgr.Refresh(ctx, packageIndexMaxAge); err != nil {
+					return false, "", fmt.Errorf("install containerd packages: %w", err)
+				}
+				refreshed = true
+			}
 			exact, err := mgr.Resolve(ctx, p.Name, want)
 			if err != nil {
 				return false, "", fmt.Errorf("install containerd packages: %w", err)
 			}
 			want = exact
-		}
-		if ok && (want == "" || cur == want) {
-			env.info(fmt.Sprintf("package %s %s is installed", p.Name, cur))
-			continue
 		}
 		if candidate == "" && strings.HasPrefix(p.Name, "containerd") {
 			candidate = want

@@ -68,7 +68,7 @@ func (c *CLI) root() *cobra.Command {
 	root.SetErr(c.stderr)
 	root.PersistentFlags().StringVar(&g.agentBinary, "agent-binary", "", "kthw-agent binary to push (default: $KTHW_AGENT_BINARY, then kthw-agent beside this program, then $PATH)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
-	root.AddCommand(c.versionCmd(), c.upCmd(g), c.planCmd(g), c.statusCmd(g), c.downCmd(g), c.doctorCmd(g), c.agentCmd(g))
+	root.AddCommand(c.versionCmd(), c.upCmd(g), c.planCmd(g), c.statusCmd(g), c.downCmd(g), c.doctorCmd(g), c.profilesCmd(), c.agentCmd(g))
 	return root
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kthw/kthw/controller/action"
 	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/nodeprep"
 	"github.com/kthw/kthw/controller/progress"
 	"github.com/kthw/kthw/controller/provider"
 	"github.com/kthw/kthw/controller/provider/local"
@@ -35,6 +36,7 @@ type clusterFlags struct {
 	acceptNew bool
 	agentDir  string
 	blobDir   string
+	noPrep    bool
 }
 
 func (f *clusterFlags) register(cmd *cobra.Command, outputs string) {
@@ -44,6 +46,7 @@ func (f *clusterFlags) register(cmd *cobra.Command, outputs string) {
 	fl.StringVar(&f.workspace, "workspace", "", "workspace directory (default $KTHW_WORKSPACE, else /var/lib/kthw/workspaces/<cluster> as root, ~/.local/share/kthw/workspaces/<cluster> otherwise)")
 	fl.StringVarP(&f.output, "output", "o", "", "output: "+outputs)
 	fl.BoolVar(&f.acceptNew, "accept-new", false, "trust and record the host key of a node not yet known (static machines; a changed key is still refused)")
+	fl.BoolVar(&f.noPrep, "no-node-prep", false, "only provision the nodes and start their agents; skip node preparation")
 	fl.StringVar(&f.agentDir, "agent-dir", "", "root-owned directory on nodes for agent binaries (default /var/lib/kthw/agent)")
 	fl.StringVar(&f.blobDir, "blob-dir", "", "directory on nodes for uploaded blobs (default /var/lib/kthw/blobs)")
 	fl.MarkHidden("agent-dir")
@@ -116,6 +119,18 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 			return nil, fmt.Errorf("this machine cannot run lab nodes (see kthw-controller doctor):\n%w", err)
 		}
 	}
+	specs, err := cl.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	params, err := nodeprep.FromProfile(cl, specs)
+	if err != nil {
+		return nil, fmt.Errorf("node preparation: %w", err)
+	}
+	steps := nodeprep.Steps(params)
+	if f.noPrep {
+		steps = nil
+	}
 	dir, err := state.ResolveWorkspace(f.workspace, cl.Name, state.WorkspaceEnv{Getenv: c.getenv, Root: os.Geteuid() == 0})
 	if err != nil {
 		return nil, err
@@ -137,7 +152,7 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 	}
 	return &clusterEnv{ws: ws, opts: action.ClusterOptions{
 		Cluster: cl, Workspace: ws, Provider: p, AgentBinary: bin, AcceptNew: f.acceptNew,
-		AgentDir: f.agentDir, BlobDir: f.blobDir,
+		AgentDir: f.agentDir, BlobDir: f.blobDir, Steps: steps,
 		ControllerVersion: c.version, Events: events, Logger: log,
 	}}, nil
 }

@@ -38,6 +38,9 @@ provider:
     proxyPort: 3177
 network:
   nodeCIDR: 10.200.77.0/24
+nodePrep:
+  # pkgs.k8s.io is not reachable from the test machine.
+  kubernetesPackages: false
 nodes:
   - name: cp
     role: control-plane

@@ -43,7 +43,8 @@ nodes:
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, string, error) {
-		args = append(args, "-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
+		// The "machines" are this host: never prepare it as a node.
+		args = append(args, "--no-node-prep", "-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
 			"--agent-dir", filepath.Join(dir, "agent"), "--blob-dir", filepath.Join(dir, "blobs"))
 		var stdout, stderr bytes.Buffer
 		err := New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), args)

@@ -54,6 +54,9 @@ type Cluster struct {
 	// "v1.31.2", "1.31.2", "1.31" or "1.31.x"; this package checks only the
 	// syntax, the distro profile decides what exists.
 	Versions map[string]string `yaml:"versions,omitempty"`
+	// NodePrep tunes node preparation: which package repositories and
+	// registry mirrors the nodes use.
+	NodePrep NodePrep `yaml:"nodePrep,omitempty"`
 
 	// file and lines are set by Parse so that validation errors can name
 	// the source line; lines maps a field path to its line.
@@ -207,4 +210,48 @@ type NodePool struct {
 	// network.nodeCIDR), one per node in order. Without it addresses are
 	// allocated from nodeCIDR starting at its 11th address.
 	Addresses []string `yaml:"addresses,omitempty"`
+}
+
+// NodePrep tunes node preparation.
+type NodePrep struct {
+	// KubernetesPackages installs kubelet, kubeadm and kubectl from the
+	// profile's Kubernetes repository (pkgs.k8s.io), pinned to the
+	// matrix's version and held. Default true in a cluster file; the
+	// built-in lab cluster (no file) sets it false, so that it runs on a
+	// machine that reaches only its Debian mirror.
+	KubernetesPackages *bool `yaml:"kubernetesPackages,omitempty"`
+	// Repositories override the profile's repositories by name
+	// (kubernetes, containerd): a mirror URI and/or the signing key.
+	Repositories []RepositoryOverride `yaml:"repositories,omitempty"`
+	// RegistryMirrors are written as containerd hosts.toml files.
+	RegistryMirrors []RegistryMirror `yaml:"registryMirrors,omitempty"`
+}
+
+// RepositoryOverride replaces parts of a profile repository.
+type RepositoryOverride struct {
+	// Name is the profile repository's name, e.g. kubernetes.
+	Name string `yaml:"name"`
+	// URI replaces the repository's base URI ({minor} is replaced by the
+	// Kubernetes minor version, e.g. v1.31).
+	URI string `yaml:"uri,omitempty"`
+	// Suite and Components replace apt's suite and components.
+	Suite      string   `yaml:"suite,omitempty"`
+	Components []string `yaml:"components,omitempty"`
+	// KeyFile is an ASCII-armored OpenPGP public key file that signs the
+	// repository, replacing the profile's embedded key.
+	KeyFile string `yaml:"keyFile,omitempty"`
+}
+
+// RegistryMirror sends pulls for a registry to mirrors first.
+type RegistryMirror struct {
+	// Registry is the registry host, e.g. docker.io or registry.k8s.io.
+	Registry string `yaml:"registry"`
+	// Endpoints are mirror URLs, tried in order.
+	Endpoints []string `yaml:"endpoints"`
+}
+
+// InstallKubernetesPackages reports whether node preparation installs the
+// Kubernetes packages.
+func (n NodePrep) InstallKubernetesPackages() bool {
+	return n.KubernetesPackages == nil || *n.KubernetesPackages
 }

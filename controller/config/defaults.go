@@ -37,6 +37,10 @@ func DefaultProfiles() []string {
 // worker-1 and worker-2 whose addresses are allocated from 10.200.0.0/24
 // starting at 10.200.0.11 (10.200.0.1 is the gateway on the kthw0 bridge).
 // Defaults are applied.
+//
+// The lab cluster does not install the Kubernetes packages (see
+// NodePrep.KubernetesPackages): lab nodes reach only the Debian mirror of
+// the machine they run on.
 func Default(profile string) *Cluster {
 	c := &Cluster{
 		APIVersion: APIVersion,
@@ -48,6 +52,7 @@ func Default(profile string) *Cluster {
 			{Name: "cp", Role: RoleControlPlane, Count: 1},
 			{Name: "worker", Role: RoleWorker, Count: 2},
 		},
+		NodePrep: NodePrep{KubernetesPackages: new(bool)},
 	}
 	c.SetDefaults()
 	return c

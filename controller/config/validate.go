@@ -132,7 +132,47 @@ func (c *Cluster) Validate(knownProfiles []string) error {
 		}
 	}
 	checkVersions(&e, c.Versions)
+	checkNodePrep(&e, c.NodePrep)
 	return e.join(c)
+}
+
+func checkNodePrep(e *fieldErrs, n NodePrep) {
+	seen := map[string]bool{}
+	for i, r := range n.Repositories {
+		path := fmt.Sprintf("nodePrep.repositories[%d]", i)
+		switch {
+		case r.Name == "":
+			e.add(path+".name", "required")
+		case seen[r.Name]:
+			e.add(path+".name", "repository %q overridden twice", r.Name)
+		}
+		seen[r.Name] = true
+		if r.URI != "" && !isHTTPURL(r.URI) && !strings.HasPrefix(r.URI, "file:/") {
+			e.add(path+".uri", "%q is not an http(s) or file: URI", r.URI)
+		}
+		if r.URI == "" && r.KeyFile == "" && r.Suite == "" && len(r.Components) == 0 {
+			e.add(path, "overrides nothing: give uri, suite, components or keyFile")
+		}
+	}
+	for i, m := range n.RegistryMirrors {
+		path := fmt.Sprintf("nodePrep.registryMirrors[%d]", i)
+		if m.Registry == "" || strings.ContainsAny(m.Registry, "/ ") {
+			e.add(path+".registry", "%q is not a registry host (e.g. docker.io)", m.Registry)
+		}
+		if len(m.Endpoints) == 0 {
+			e.add(path+".endpoints", "required: at least one mirror URL")
+		}
+		for j, ep := range m.Endpoints {
+			if !isHTTPURL(ep) {
+				e.add(fmt.Sprintf("%s.endpoints[%d]", path, j), "%q is not an http(s) URL", ep)
+			}
+		}
+	}
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // podCIDRPerNode is the prefix length of each node's share of the pod

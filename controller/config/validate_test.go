@@ -59,6 +59,22 @@ func TestValidate(t *testing.T) {
 		{"local bridge empty", nil, func(c *Cluster) { c.Provider.Local.Bridge = "" }, []want{{"provider.local.bridge", "required"}}},
 		{"local labDir relative", nil, func(c *Cluster) { c.Provider.Local.LabDir = "lab" }, []want{{"provider.local.labDir", "not an absolute path"}}},
 
+		{"nodePrep valid", nil, func(c *Cluster) {
+			c.NodePrep.Repositories = []RepositoryOverride{{Name: "kubernetes", URI: "http://10.200.0.1:8080/k8s/{minor}/", KeyFile: "k.asc"}}
+			c.NodePrep.RegistryMirrors = []RegistryMirror{{Registry: "docker.io", Endpoints: []string{"https://mirror.lan:5000"}}}
+		}, nil},
+		{"nodePrep bad", nil, func(c *Cluster) {
+			c.NodePrep.Repositories = []RepositoryOverride{{Name: "kubernetes", URI: "ftp://x"}, {Name: "kubernetes"}}
+			c.NodePrep.RegistryMirrors = []RegistryMirror{{Registry: "docker.io/library"}, {Registry: "ghcr.io", Endpoints: []string{"mirror.lan"}}}
+		}, []want{
+			{"nodePrep.repositories[0].uri", "not an http(s) or file: URI"},
+			{"nodePrep.repositories[1].name", "overridden twice"},
+			{"nodePrep.repositories[1]", "overrides nothing"},
+			{"nodePrep.registryMirrors[0].registry", "not a registry host"},
+			{"nodePrep.registryMirrors[0].endpoints", "required"},
+			{"nodePrep.registryMirrors[1].endpoints[0]", "not an http(s) URL"},
+		}},
+
 		{"static valid", staticCluster, func(*Cluster) {}, nil},
 		{"static no hosts", staticCluster, func(c *Cluster) { c.Provider.Static.Hosts = nil }, []want{{"provider.static.hosts", "required: one host per node"}}},
 		{"static section missing", staticCluster, func(c *Cluster) { c.Provider.Static = nil }, []want{{"provider.static.hosts", "required"}}},

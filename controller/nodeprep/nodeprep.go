@@ -27,10 +27,13 @@ type Params struct {
 	Repositories []*agentv1.RepositoryModule
 	// Containerd configures the container runtime; nil skips it.
 	Containerd *agentv1.ContainerdModule
-	// Kubernetes pins and holds kubelet, kubeadm and kubectl; nil skips
-	// them, with SkipKubernetes as the reason.
-	Kubernetes     *agentv1.KubernetesPackagesModule
+	// Kubernetes pins and holds kubelet, kubeadm and kubectl (one module
+	// per distinct version); empty skips them, with SkipKubernetes as the
+	// reason.
+	Kubernetes     []*agentv1.KubernetesPackagesModule
 	SkipKubernetes string
+	// BasePackages are installed first (conntrack, socat, ...).
+	BasePackages []string
 	// Manager forces a package manager (empty: the agent detects it).
 	Manager string
 }
@@ -61,6 +64,17 @@ func Steps(p Params) []phase.Step {
 			}}}, nil
 		}))
 	}
+	if len(p.BasePackages) > 0 {
+		steps = append(steps, phase.Module("packages", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
+			pkgs := make([]*agentv1.Package, len(p.BasePackages))
+			for i, name := range p.BasePackages {
+				pkgs[i] = &agentv1.Package{Name: name}
+			}
+			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Packages{Packages: &agentv1.PackagesModule{
+				Packages: pkgs, Manager: p.Manager,
+			}}}, nil
+		}))
+	}
 	for _, r := range p.Repositories {
 		r := r
 		steps = append(steps, phase.Module("repository/"+r.GetName(), func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
@@ -72,11 +86,13 @@ func Steps(p Params) []phase.Step {
 			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Containerd{Containerd: p.Containerd}}, nil
 		}))
 	}
-	if p.Kubernetes != nil {
+	for _, k := range p.Kubernetes {
+		k := k
 		steps = append(steps, phase.Module("kubernetes-packages", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
-			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_KubernetesPackages{KubernetesPackages: p.Kubernetes}}, nil
+			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_KubernetesPackages{KubernetesPackages: k}}, nil
 		}))
-	} else if p.SkipKubernetes != "" {
+	}
+	if len(p.Kubernetes) == 0 && p.SkipKubernetes != "" {
 		reason := p.SkipKubernetes
 		steps = append(steps, phase.Step{Name: "kubernetes-packages", Run: func(context.Context, *phase.Node) (phase.Result, error) {
 			return phase.Result{Skipped: reason}, nil
