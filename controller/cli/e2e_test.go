@@ -167,6 +167,31 @@ func TestE2EUpStatusDown(t *testing.T) {
 		t.Fatalf("no-op up pushed an agent:\n%s", out)
 	}
 
+	// plan changes nothing and says so; drift on one node shows as a diff
+	// for that node only, stays until up repairs it.
+	if out, stderr, err := e.run("plan"); err != nil || strings.Count(out, "up to date") != 3 {
+		t.Fatalf("plan after up: %v\n%s\n%s", err, out, stderr)
+	}
+	pid, err := e.lab().Leader(context.Background(), "e2e-worker-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-a", "rm", "/etc/sysctl.d/99-kthw.conf").CombinedOutput(); err != nil {
+		t.Fatalf("make drift: %v %s", err, b)
+	}
+	for i := 0; i < 2; i++ {
+		out, stderr, err := e.run("plan")
+		if err != nil || strings.Count(out, "up to date") != 2 || !strings.Contains(out, "worker-2:\n  ~ sysctl\n") || !strings.Contains(out, "+net.ipv4.ip_forward = 1") {
+			t.Fatalf("plan with drift (run %d): %v\n%s\n%s", i, err, out, stderr)
+		}
+	}
+	if _, _, err := e.run("up"); err != nil {
+		t.Fatalf("up repairing drift: %v", err)
+	}
+	if out, _, err := e.run("plan"); err != nil || strings.Count(out, "up to date") != 3 {
+		t.Fatalf("plan after repair: %v\n%s", err, out)
+	}
+
 	// One node cut off: status names it, the others answer.
 	l := e.lab()
 	if err := l.SetLink(context.Background(), "e2e-worker-1", false); err != nil {
