@@ -39,7 +39,8 @@ vl=/usr/local/lib/kthw/dnf-plugins-core
 if [ ! -f "$vl/usr/lib/python3/dist-packages/dnf-plugins/versionlock.py" ]; then
   tmp=$(mktemp -d)
   chown _apt "$tmp" 2>/dev/null || true  # apt downloads as _apt
-  (cd "$tmp" && apt-get download -q dnf-plugins-core)
+  (cd "$tmp" && apt-get download -q dnf-plugins-core) ||
+    (apt-get update -q && cd "$tmp" && apt-get download -q dnf-plugins-core)
   mkdir -p "$vl"
   dpkg-deb -x "$tmp"/dnf-plugins-core_*.deb "$vl"
   rm -rf "$tmp"
