@@ -64,21 +64,20 @@ func Steps(p Params) []phase.Step {
 			}}}, nil
 		}))
 	}
-	if len(p.BasePackages) > 0 {
-		steps = append(steps, phase.Module("packages", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
-			pkgs := make([]*agentv1.Package, len(p.BasePackages))
-			for i, name := range p.BasePackages {
-				pkgs[i] = &agentv1.Package{Name: name}
-			}
-			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Packages{Packages: &agentv1.PackagesModule{
-				Packages: pkgs, Manager: p.Manager,
-			}}}, nil
-		}))
-	}
 	for _, r := range p.Repositories {
 		r := r
 		steps = append(steps, phase.Module("repository/"+r.GetName(), func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
 			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Repository{Repository: r}}, nil
+		}))
+	}
+	// One package transaction for the base and the container runtime
+	// packages: one index refresh, one dpkg/rpm run. The containerd
+	// module then finds its packages installed and only configures.
+	if pkgs := p.packages(); len(pkgs) > 0 {
+		steps = append(steps, phase.Module("packages", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
+			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Packages{Packages: &agentv1.PackagesModule{
+				Packages: pkgs, Manager: p.Manager,
+			}}}, nil
 		}))
 	}
 	if p.Containerd != nil {
@@ -118,6 +117,18 @@ func SortedHosts(m map[string][]string) []*agentv1.HostnameModule_Host {
 	out := make([]*agentv1.HostnameModule_Host, 0, len(addrs))
 	for _, a := range addrs {
 		out = append(out, &agentv1.HostnameModule_Host{Address: a, Names: m[a]})
+	}
+	return out
+}
+
+// packages lists the base packages and the container runtime's.
+func (p Params) packages() []*agentv1.Package {
+	var out []*agentv1.Package
+	for _, name := range p.BasePackages {
+		out = append(out, &agentv1.Package{Name: name})
+	}
+	if p.Containerd != nil {
+		out = append(out, p.Containerd.GetPackages()...)
 	}
 	return out
 }
