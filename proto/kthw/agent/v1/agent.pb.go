@@ -70,7 +70,7 @@ func (x PackagesModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PackagesModule_State.Descriptor instead.
 func (PackagesModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type RepositoryModule_State int32
@@ -116,7 +116,7 @@ func (x RepositoryModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RepositoryModule_State.Descriptor instead.
 func (RepositoryModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type SystemdUnitModule_State int32
@@ -169,7 +169,7 @@ func (x SystemdUnitModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SystemdUnitModule_State.Descriptor instead.
 func (SystemdUnitModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19, 0}
 }
 
 type FileModule_State int32
@@ -215,7 +215,7 @@ func (x FileModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileModule_State.Descriptor instead.
 func (FileModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23, 0}
 }
 
 type LogLine_Stream int32
@@ -264,7 +264,7 @@ func (x LogLine_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogLine_Stream.Descriptor instead.
 func (LogLine_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24, 0}
 }
 
 type HandshakeRequest struct {
@@ -907,6 +907,8 @@ type RunModuleRequest struct {
 	//	*RunModuleRequest_SystemdUnit
 	//	*RunModuleRequest_Containerd
 	//	*RunModuleRequest_KubernetesPackages
+	//	*RunModuleRequest_Firewall
+	//	*RunModuleRequest_Selinux
 	Module        isRunModuleRequest_Module `protobuf_oneof:"module"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1062,6 +1064,24 @@ func (x *RunModuleRequest) GetKubernetesPackages() *KubernetesPackagesModule {
 	return nil
 }
 
+func (x *RunModuleRequest) GetFirewall() *FirewallModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Firewall); ok {
+			return x.Firewall
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetSelinux() *SELinuxModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_Selinux); ok {
+			return x.Selinux
+		}
+	}
+	return nil
+}
+
 type isRunModuleRequest_Module interface {
 	isRunModuleRequest_Module()
 }
@@ -1110,6 +1130,14 @@ type RunModuleRequest_KubernetesPackages struct {
 	KubernetesPackages *KubernetesPackagesModule `protobuf:"bytes,20,opt,name=kubernetes_packages,json=kubernetesPackages,proto3,oneof"`
 }
 
+type RunModuleRequest_Firewall struct {
+	Firewall *FirewallModule `protobuf:"bytes,21,opt,name=firewall,proto3,oneof"`
+}
+
+type RunModuleRequest_Selinux struct {
+	Selinux *SELinuxModule `protobuf:"bytes,22,opt,name=selinux,proto3,oneof"` // 23-29 are reserved for the etcd modules.
+}
+
 func (*RunModuleRequest_Command) isRunModuleRequest_Module() {}
 
 func (*RunModuleRequest_File) isRunModuleRequest_Module() {}
@@ -1132,6 +1160,114 @@ func (*RunModuleRequest_Containerd) isRunModuleRequest_Module() {}
 
 func (*RunModuleRequest_KubernetesPackages) isRunModuleRequest_Module() {}
 
+func (*RunModuleRequest_Firewall) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_Selinux) isRunModuleRequest_Module() {}
+
+// FirewallModule opens ports in the node's host firewall (ufw or
+// firewalld). A node whose firewall is not installed or not running is left
+// alone and says so; nothing is installed or enabled.
+type FirewallModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ufw or firewalld; empty detects which one runs.
+	Tool          string                 `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
+	Ports         []*FirewallModule_Port `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FirewallModule) Reset() {
+	*x = FirewallModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FirewallModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FirewallModule) ProtoMessage() {}
+
+func (x *FirewallModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FirewallModule.ProtoReflect.Descriptor instead.
+func (*FirewallModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FirewallModule) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *FirewallModule) GetPorts() []*FirewallModule_Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+// SELinuxModule sets the SELinux mode now (setenforce) and at boot
+// (/etc/selinux/config). A node without SELinux is left alone.
+type SELinuxModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// enforcing, permissive or disabled (disabled takes effect at boot; the
+	// running mode becomes permissive).
+	Mode          string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SELinuxModule) Reset() {
+	*x = SELinuxModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SELinuxModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SELinuxModule) ProtoMessage() {}
+
+func (x *SELinuxModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SELinuxModule.ProtoReflect.Descriptor instead.
+func (*SELinuxModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SELinuxModule) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 // Package names a package and, optionally, the version to pin. Versions are
 // the package manager's own (apt "1.31.2-1.1", rpm "1.31.2-150500.1.1").
 type Package struct {
@@ -1145,7 +1281,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1293,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1306,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Package) GetName() string {
@@ -1207,7 +1343,7 @@ type PackagesModule struct {
 
 func (x *PackagesModule) Reset() {
 	*x = PackagesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1355,7 @@ func (x *PackagesModule) String() string {
 func (*PackagesModule) ProtoMessage() {}
 
 func (x *PackagesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1368,7 @@ func (x *PackagesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackagesModule.ProtoReflect.Descriptor instead.
 func (*PackagesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PackagesModule) GetPackages() []*Package {
@@ -1294,7 +1430,7 @@ type RepositoryModule struct {
 
 func (x *RepositoryModule) Reset() {
 	*x = RepositoryModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1442,7 @@ func (x *RepositoryModule) String() string {
 func (*RepositoryModule) ProtoMessage() {}
 
 func (x *RepositoryModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1455,7 @@ func (x *RepositoryModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepositoryModule.ProtoReflect.Descriptor instead.
 func (*RepositoryModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RepositoryModule) GetName() string {
@@ -1392,7 +1528,7 @@ type SysctlModule struct {
 
 func (x *SysctlModule) Reset() {
 	*x = SysctlModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1540,7 @@ func (x *SysctlModule) String() string {
 func (*SysctlModule) ProtoMessage() {}
 
 func (x *SysctlModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1553,7 @@ func (x *SysctlModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysctlModule.ProtoReflect.Descriptor instead.
 func (*SysctlModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SysctlModule) GetValues() map[string]string {
@@ -1447,7 +1583,7 @@ type KernelModulesModule struct {
 
 func (x *KernelModulesModule) Reset() {
 	*x = KernelModulesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +1595,7 @@ func (x *KernelModulesModule) String() string {
 func (*KernelModulesModule) ProtoMessage() {}
 
 func (x *KernelModulesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +1608,7 @@ func (x *KernelModulesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelModulesModule.ProtoReflect.Descriptor instead.
 func (*KernelModulesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KernelModulesModule) GetNames() []string {
@@ -1499,7 +1635,7 @@ type SwapModule struct {
 
 func (x *SwapModule) Reset() {
 	*x = SwapModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1647,7 @@ func (x *SwapModule) String() string {
 func (*SwapModule) ProtoMessage() {}
 
 func (x *SwapModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1660,7 @@ func (x *SwapModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapModule.ProtoReflect.Descriptor instead.
 func (*SwapModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 // HostnameModule sets the host name and manages kthw's block in /etc/hosts.
@@ -1539,7 +1675,7 @@ type HostnameModule struct {
 
 func (x *HostnameModule) Reset() {
 	*x = HostnameModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1687,7 @@ func (x *HostnameModule) String() string {
 func (*HostnameModule) ProtoMessage() {}
 
 func (x *HostnameModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1700,7 @@ func (x *HostnameModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostnameModule.ProtoReflect.Descriptor instead.
 func (*HostnameModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HostnameModule) GetHostname() string {
@@ -1603,7 +1739,7 @@ type SystemdUnitModule struct {
 
 func (x *SystemdUnitModule) Reset() {
 	*x = SystemdUnitModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1751,7 @@ func (x *SystemdUnitModule) String() string {
 func (*SystemdUnitModule) ProtoMessage() {}
 
 func (x *SystemdUnitModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1764,7 @@ func (x *SystemdUnitModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemdUnitModule.ProtoReflect.Descriptor instead.
 func (*SystemdUnitModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SystemdUnitModule) GetName() string {
@@ -1696,7 +1832,7 @@ type ContainerdModule struct {
 
 func (x *ContainerdModule) Reset() {
 	*x = ContainerdModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1844,7 @@ func (x *ContainerdModule) String() string {
 func (*ContainerdModule) ProtoMessage() {}
 
 func (x *ContainerdModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1857,7 @@ func (x *ContainerdModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerdModule.ProtoReflect.Descriptor instead.
 func (*ContainerdModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerdModule) GetPackages() []*Package {
@@ -1788,7 +1924,7 @@ type KubernetesPackagesModule struct {
 
 func (x *KubernetesPackagesModule) Reset() {
 	*x = KubernetesPackagesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1936,7 @@ func (x *KubernetesPackagesModule) String() string {
 func (*KubernetesPackagesModule) ProtoMessage() {}
 
 func (x *KubernetesPackagesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1949,7 @@ func (x *KubernetesPackagesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesPackagesModule.ProtoReflect.Descriptor instead.
 func (*KubernetesPackagesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KubernetesPackagesModule) GetVersion() string {
@@ -1856,7 +1992,7 @@ type CommandModule struct {
 
 func (x *CommandModule) Reset() {
 	*x = CommandModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2004,7 @@ func (x *CommandModule) String() string {
 func (*CommandModule) ProtoMessage() {}
 
 func (x *CommandModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2017,7 @@ func (x *CommandModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandModule.ProtoReflect.Descriptor instead.
 func (*CommandModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CommandModule) GetArgv() []string {
@@ -1951,7 +2087,7 @@ type FileModule struct {
 
 func (x *FileModule) Reset() {
 	*x = FileModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2099,7 @@ func (x *FileModule) String() string {
 func (*FileModule) ProtoMessage() {}
 
 func (x *FileModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2112,7 @@ func (x *FileModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileModule.ProtoReflect.Descriptor instead.
 func (*FileModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FileModule) GetPath() string {
@@ -2072,7 +2208,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2220,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2233,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LogLine) GetStream() LogLine_Stream {
@@ -2125,7 +2261,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2273,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2286,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -2191,7 +2327,7 @@ type ModuleResult struct {
 
 func (x *ModuleResult) Reset() {
 	*x = ModuleResult{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2339,7 @@ func (x *ModuleResult) String() string {
 func (*ModuleResult) ProtoMessage() {}
 
 func (x *ModuleResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2352,7 @@ func (x *ModuleResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleResult.ProtoReflect.Descriptor instead.
 func (*ModuleResult) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ModuleResult) GetChanged() bool {
@@ -2268,7 +2404,7 @@ type RunModuleEvent struct {
 
 func (x *RunModuleEvent) Reset() {
 	*x = RunModuleEvent{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2416,7 @@ func (x *RunModuleEvent) String() string {
 func (*RunModuleEvent) ProtoMessage() {}
 
 func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2429,7 @@ func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunModuleEvent.ProtoReflect.Descriptor instead.
 func (*RunModuleEvent) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RunModuleEvent) GetEvent() isRunModuleEvent_Event {
@@ -2362,7 +2498,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2510,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2523,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BlobHeader) GetSha256() string {
@@ -2417,7 +2553,7 @@ type PutBlobRequest struct {
 
 func (x *PutBlobRequest) Reset() {
 	*x = PutBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2565,7 @@ func (x *PutBlobRequest) String() string {
 func (*PutBlobRequest) ProtoMessage() {}
 
 func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2578,7 @@ func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobRequest.ProtoReflect.Descriptor instead.
 func (*PutBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutBlobRequest) GetMsg() isPutBlobRequest_Msg {
@@ -2498,7 +2634,7 @@ type PutBlobResponse struct {
 
 func (x *PutBlobResponse) Reset() {
 	*x = PutBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2646,7 @@ func (x *PutBlobResponse) String() string {
 func (*PutBlobResponse) ProtoMessage() {}
 
 func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +2659,7 @@ func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobResponse.ProtoReflect.Descriptor instead.
 func (*PutBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PutBlobResponse) GetSha256() string {
@@ -2556,7 +2692,7 @@ type StatBlobRequest struct {
 
 func (x *StatBlobRequest) Reset() {
 	*x = StatBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2704,7 @@ func (x *StatBlobRequest) String() string {
 func (*StatBlobRequest) ProtoMessage() {}
 
 func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2717,7 @@ func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobRequest.ProtoReflect.Descriptor instead.
 func (*StatBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatBlobRequest) GetSha256() string {
@@ -2601,7 +2737,7 @@ type StatBlobResponse struct {
 
 func (x *StatBlobResponse) Reset() {
 	*x = StatBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2749,7 @@ func (x *StatBlobResponse) String() string {
 func (*StatBlobResponse) ProtoMessage() {}
 
 func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2762,7 @@ func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobResponse.ProtoReflect.Descriptor instead.
 func (*StatBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StatBlobResponse) GetExists() bool {
@@ -2643,6 +2779,69 @@ func (x *StatBlobResponse) GetSize() int64 {
 	return 0
 }
 
+type FirewallModule_Port struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A port or a range: "6443", "30000-32767".
+	Port string `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
+	// tcp or udp.
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Why the port is open (ufw comment).
+	Comment       string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FirewallModule_Port) Reset() {
+	*x = FirewallModule_Port{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FirewallModule_Port) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FirewallModule_Port) ProtoMessage() {}
+
+func (x *FirewallModule_Port) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FirewallModule_Port.ProtoReflect.Descriptor instead.
+func (*FirewallModule_Port) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10, 0}
+}
+
+func (x *FirewallModule_Port) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+func (x *FirewallModule_Port) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *FirewallModule_Port) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 type HostnameModule_Host struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -2653,7 +2852,7 @@ type HostnameModule_Host struct {
 
 func (x *HostnameModule_Host) Reset() {
 	*x = HostnameModule_Host{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2864,7 @@ func (x *HostnameModule_Host) String() string {
 func (*HostnameModule_Host) ProtoMessage() {}
 
 func (x *HostnameModule_Host) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2877,7 @@ func (x *HostnameModule_Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostnameModule_Host.ProtoReflect.Descriptor instead.
 func (*HostnameModule_Host) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
 }
 
 func (x *HostnameModule_Host) GetAddress() string {
@@ -2707,7 +2906,7 @@ type ContainerdModule_Mirror struct {
 
 func (x *ContainerdModule_Mirror) Reset() {
 	*x = ContainerdModule_Mirror{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2719,7 +2918,7 @@ func (x *ContainerdModule_Mirror) String() string {
 func (*ContainerdModule_Mirror) ProtoMessage() {}
 
 func (x *ContainerdModule_Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2732,7 +2931,7 @@ func (x *ContainerdModule_Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerdModule_Mirror.ProtoReflect.Descriptor instead.
 func (*ContainerdModule_Mirror) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20, 0}
 }
 
 func (x *ContainerdModule_Mirror) GetRegistry() string {
@@ -2806,7 +3005,7 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x0funits_available\x18\x02 \x01(\bR\x0eunitsAvailable\x12!\n" +
 	"\funits_detail\x18\x03 \x01(\tR\vunitsDetail\x12/\n" +
 	"\x05units\x18\x04 \x03(\v2\x19.kthw.agent.v1.UnitStatusR\x05units\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x92\x06\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x89\a\n" +
 	"\x10RunModuleRequest\x12\x1d\n" +
 	"\n" +
 	"check_only\x18\x01 \x01(\bR\tcheckOnly\x12\x12\n" +
@@ -2826,8 +3025,19 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"containerd\x18\x13 \x01(\v2\x1f.kthw.agent.v1.ContainerdModuleH\x00R\n" +
 	"containerd\x12Z\n" +
-	"\x13kubernetes_packages\x18\x14 \x01(\v2'.kthw.agent.v1.KubernetesPackagesModuleH\x00R\x12kubernetesPackagesB\b\n" +
-	"\x06module\"7\n" +
+	"\x13kubernetes_packages\x18\x14 \x01(\v2'.kthw.agent.v1.KubernetesPackagesModuleH\x00R\x12kubernetesPackages\x12;\n" +
+	"\bfirewall\x18\x15 \x01(\v2\x1d.kthw.agent.v1.FirewallModuleH\x00R\bfirewall\x128\n" +
+	"\aselinux\x18\x16 \x01(\v2\x1c.kthw.agent.v1.SELinuxModuleH\x00R\aselinuxB\b\n" +
+	"\x06module\"\xb0\x01\n" +
+	"\x0eFirewallModule\x12\x12\n" +
+	"\x04tool\x18\x01 \x01(\tR\x04tool\x128\n" +
+	"\x05ports\x18\x02 \x03(\v2\".kthw.agent.v1.FirewallModule.PortR\x05ports\x1aP\n" +
+	"\x04Port\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\tR\x04port\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x18\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\"#\n" +
+	"\rSELinuxModule\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\"7\n" +
 	"\aPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\"\x8b\x02\n" +
@@ -2986,7 +3196,7 @@ func file_kthw_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_kthw_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_kthw_agent_v1_agent_proto_goTypes = []any{
 	(PackagesModule_State)(0),        // 0: kthw.agent.v1.PackagesModule.State
 	(RepositoryModule_State)(0),      // 1: kthw.agent.v1.RepositoryModule.State
@@ -3003,79 +3213,85 @@ var file_kthw_agent_v1_agent_proto_goTypes = []any{
 	(*UnitStatus)(nil),               // 12: kthw.agent.v1.UnitStatus
 	(*StatusResponse)(nil),           // 13: kthw.agent.v1.StatusResponse
 	(*RunModuleRequest)(nil),         // 14: kthw.agent.v1.RunModuleRequest
-	(*Package)(nil),                  // 15: kthw.agent.v1.Package
-	(*PackagesModule)(nil),           // 16: kthw.agent.v1.PackagesModule
-	(*RepositoryModule)(nil),         // 17: kthw.agent.v1.RepositoryModule
-	(*SysctlModule)(nil),             // 18: kthw.agent.v1.SysctlModule
-	(*KernelModulesModule)(nil),      // 19: kthw.agent.v1.KernelModulesModule
-	(*SwapModule)(nil),               // 20: kthw.agent.v1.SwapModule
-	(*HostnameModule)(nil),           // 21: kthw.agent.v1.HostnameModule
-	(*SystemdUnitModule)(nil),        // 22: kthw.agent.v1.SystemdUnitModule
-	(*ContainerdModule)(nil),         // 23: kthw.agent.v1.ContainerdModule
-	(*KubernetesPackagesModule)(nil), // 24: kthw.agent.v1.KubernetesPackagesModule
-	(*CommandModule)(nil),            // 25: kthw.agent.v1.CommandModule
-	(*FileModule)(nil),               // 26: kthw.agent.v1.FileModule
-	(*LogLine)(nil),                  // 27: kthw.agent.v1.LogLine
-	(*Progress)(nil),                 // 28: kthw.agent.v1.Progress
-	(*ModuleResult)(nil),             // 29: kthw.agent.v1.ModuleResult
-	(*RunModuleEvent)(nil),           // 30: kthw.agent.v1.RunModuleEvent
-	(*BlobHeader)(nil),               // 31: kthw.agent.v1.BlobHeader
-	(*PutBlobRequest)(nil),           // 32: kthw.agent.v1.PutBlobRequest
-	(*PutBlobResponse)(nil),          // 33: kthw.agent.v1.PutBlobResponse
-	(*StatBlobRequest)(nil),          // 34: kthw.agent.v1.StatBlobRequest
-	(*StatBlobResponse)(nil),         // 35: kthw.agent.v1.StatBlobResponse
-	nil,                              // 36: kthw.agent.v1.SysctlModule.ValuesEntry
-	(*HostnameModule_Host)(nil),      // 37: kthw.agent.v1.HostnameModule.Host
-	nil,                              // 38: kthw.agent.v1.SystemdUnitModule.DropinsEntry
-	(*ContainerdModule_Mirror)(nil),  // 39: kthw.agent.v1.ContainerdModule.Mirror
+	(*FirewallModule)(nil),           // 15: kthw.agent.v1.FirewallModule
+	(*SELinuxModule)(nil),            // 16: kthw.agent.v1.SELinuxModule
+	(*Package)(nil),                  // 17: kthw.agent.v1.Package
+	(*PackagesModule)(nil),           // 18: kthw.agent.v1.PackagesModule
+	(*RepositoryModule)(nil),         // 19: kthw.agent.v1.RepositoryModule
+	(*SysctlModule)(nil),             // 20: kthw.agent.v1.SysctlModule
+	(*KernelModulesModule)(nil),      // 21: kthw.agent.v1.KernelModulesModule
+	(*SwapModule)(nil),               // 22: kthw.agent.v1.SwapModule
+	(*HostnameModule)(nil),           // 23: kthw.agent.v1.HostnameModule
+	(*SystemdUnitModule)(nil),        // 24: kthw.agent.v1.SystemdUnitModule
+	(*ContainerdModule)(nil),         // 25: kthw.agent.v1.ContainerdModule
+	(*KubernetesPackagesModule)(nil), // 26: kthw.agent.v1.KubernetesPackagesModule
+	(*CommandModule)(nil),            // 27: kthw.agent.v1.CommandModule
+	(*FileModule)(nil),               // 28: kthw.agent.v1.FileModule
+	(*LogLine)(nil),                  // 29: kthw.agent.v1.LogLine
+	(*Progress)(nil),                 // 30: kthw.agent.v1.Progress
+	(*ModuleResult)(nil),             // 31: kthw.agent.v1.ModuleResult
+	(*RunModuleEvent)(nil),           // 32: kthw.agent.v1.RunModuleEvent
+	(*BlobHeader)(nil),               // 33: kthw.agent.v1.BlobHeader
+	(*PutBlobRequest)(nil),           // 34: kthw.agent.v1.PutBlobRequest
+	(*PutBlobResponse)(nil),          // 35: kthw.agent.v1.PutBlobResponse
+	(*StatBlobRequest)(nil),          // 36: kthw.agent.v1.StatBlobRequest
+	(*StatBlobResponse)(nil),         // 37: kthw.agent.v1.StatBlobResponse
+	(*FirewallModule_Port)(nil),      // 38: kthw.agent.v1.FirewallModule.Port
+	nil,                              // 39: kthw.agent.v1.SysctlModule.ValuesEntry
+	(*HostnameModule_Host)(nil),      // 40: kthw.agent.v1.HostnameModule.Host
+	nil,                              // 41: kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	(*ContainerdModule_Mirror)(nil),  // 42: kthw.agent.v1.ContainerdModule.Mirror
 }
 var file_kthw_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: kthw.agent.v1.FactsResponse.os:type_name -> kthw.agent.v1.OSRelease
 	9,  // 1: kthw.agent.v1.FactsResponse.addresses:type_name -> kthw.agent.v1.Address
 	12, // 2: kthw.agent.v1.StatusResponse.units:type_name -> kthw.agent.v1.UnitStatus
-	25, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
-	26, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
-	16, // 5: kthw.agent.v1.RunModuleRequest.packages:type_name -> kthw.agent.v1.PackagesModule
-	17, // 6: kthw.agent.v1.RunModuleRequest.repository:type_name -> kthw.agent.v1.RepositoryModule
-	18, // 7: kthw.agent.v1.RunModuleRequest.sysctl:type_name -> kthw.agent.v1.SysctlModule
-	19, // 8: kthw.agent.v1.RunModuleRequest.kernel_modules:type_name -> kthw.agent.v1.KernelModulesModule
-	20, // 9: kthw.agent.v1.RunModuleRequest.swap:type_name -> kthw.agent.v1.SwapModule
-	21, // 10: kthw.agent.v1.RunModuleRequest.hostname:type_name -> kthw.agent.v1.HostnameModule
-	22, // 11: kthw.agent.v1.RunModuleRequest.systemd_unit:type_name -> kthw.agent.v1.SystemdUnitModule
-	23, // 12: kthw.agent.v1.RunModuleRequest.containerd:type_name -> kthw.agent.v1.ContainerdModule
-	24, // 13: kthw.agent.v1.RunModuleRequest.kubernetes_packages:type_name -> kthw.agent.v1.KubernetesPackagesModule
-	15, // 14: kthw.agent.v1.PackagesModule.packages:type_name -> kthw.agent.v1.Package
-	0,  // 15: kthw.agent.v1.PackagesModule.state:type_name -> kthw.agent.v1.PackagesModule.State
-	1,  // 16: kthw.agent.v1.RepositoryModule.state:type_name -> kthw.agent.v1.RepositoryModule.State
-	36, // 17: kthw.agent.v1.SysctlModule.values:type_name -> kthw.agent.v1.SysctlModule.ValuesEntry
-	37, // 18: kthw.agent.v1.HostnameModule.hosts:type_name -> kthw.agent.v1.HostnameModule.Host
-	38, // 19: kthw.agent.v1.SystemdUnitModule.dropins:type_name -> kthw.agent.v1.SystemdUnitModule.DropinsEntry
-	2,  // 20: kthw.agent.v1.SystemdUnitModule.state:type_name -> kthw.agent.v1.SystemdUnitModule.State
-	15, // 21: kthw.agent.v1.ContainerdModule.packages:type_name -> kthw.agent.v1.Package
-	39, // 22: kthw.agent.v1.ContainerdModule.mirrors:type_name -> kthw.agent.v1.ContainerdModule.Mirror
-	3,  // 23: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
-	4,  // 24: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
-	27, // 25: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
-	28, // 26: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
-	29, // 27: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
-	31, // 28: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
-	5,  // 29: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
-	7,  // 30: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
-	11, // 31: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
-	14, // 32: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
-	32, // 33: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
-	34, // 34: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
-	6,  // 35: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
-	10, // 36: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
-	13, // 37: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
-	30, // 38: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
-	33, // 39: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
-	35, // 40: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	27, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
+	28, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
+	18, // 5: kthw.agent.v1.RunModuleRequest.packages:type_name -> kthw.agent.v1.PackagesModule
+	19, // 6: kthw.agent.v1.RunModuleRequest.repository:type_name -> kthw.agent.v1.RepositoryModule
+	20, // 7: kthw.agent.v1.RunModuleRequest.sysctl:type_name -> kthw.agent.v1.SysctlModule
+	21, // 8: kthw.agent.v1.RunModuleRequest.kernel_modules:type_name -> kthw.agent.v1.KernelModulesModule
+	22, // 9: kthw.agent.v1.RunModuleRequest.swap:type_name -> kthw.agent.v1.SwapModule
+	23, // 10: kthw.agent.v1.RunModuleRequest.hostname:type_name -> kthw.agent.v1.HostnameModule
+	24, // 11: kthw.agent.v1.RunModuleRequest.systemd_unit:type_name -> kthw.agent.v1.SystemdUnitModule
+	25, // 12: kthw.agent.v1.RunModuleRequest.containerd:type_name -> kthw.agent.v1.ContainerdModule
+	26, // 13: kthw.agent.v1.RunModuleRequest.kubernetes_packages:type_name -> kthw.agent.v1.KubernetesPackagesModule
+	15, // 14: kthw.agent.v1.RunModuleRequest.firewall:type_name -> kthw.agent.v1.FirewallModule
+	16, // 15: kthw.agent.v1.RunModuleRequest.selinux:type_name -> kthw.agent.v1.SELinuxModule
+	38, // 16: kthw.agent.v1.FirewallModule.ports:type_name -> kthw.agent.v1.FirewallModule.Port
+	17, // 17: kthw.agent.v1.PackagesModule.packages:type_name -> kthw.agent.v1.Package
+	0,  // 18: kthw.agent.v1.PackagesModule.state:type_name -> kthw.agent.v1.PackagesModule.State
+	1,  // 19: kthw.agent.v1.RepositoryModule.state:type_name -> kthw.agent.v1.RepositoryModule.State
+	39, // 20: kthw.agent.v1.SysctlModule.values:type_name -> kthw.agent.v1.SysctlModule.ValuesEntry
+	40, // 21: kthw.agent.v1.HostnameModule.hosts:type_name -> kthw.agent.v1.HostnameModule.Host
+	41, // 22: kthw.agent.v1.SystemdUnitModule.dropins:type_name -> kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	2,  // 23: kthw.agent.v1.SystemdUnitModule.state:type_name -> kthw.agent.v1.SystemdUnitModule.State
+	17, // 24: kthw.agent.v1.ContainerdModule.packages:type_name -> kthw.agent.v1.Package
+	42, // 25: kthw.agent.v1.ContainerdModule.mirrors:type_name -> kthw.agent.v1.ContainerdModule.Mirror
+	3,  // 26: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
+	4,  // 27: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
+	29, // 28: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
+	30, // 29: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
+	31, // 30: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
+	33, // 31: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
+	5,  // 32: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
+	7,  // 33: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
+	11, // 34: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
+	14, // 35: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
+	34, // 36: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
+	36, // 37: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
+	6,  // 38: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
+	10, // 39: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
+	13, // 40: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
+	32, // 41: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
+	35, // 42: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
+	37, // 43: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
+	38, // [38:44] is the sub-list for method output_type
+	32, // [32:38] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kthw_agent_v1_agent_proto_init() }
@@ -3095,18 +3311,20 @@ func file_kthw_agent_v1_agent_proto_init() {
 		(*RunModuleRequest_SystemdUnit)(nil),
 		(*RunModuleRequest_Containerd)(nil),
 		(*RunModuleRequest_KubernetesPackages)(nil),
+		(*RunModuleRequest_Firewall)(nil),
+		(*RunModuleRequest_Selinux)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[17].OneofWrappers = []any{}
-	file_kthw_agent_v1_agent_proto_msgTypes[21].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[19].OneofWrappers = []any{}
+	file_kthw_agent_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
 		(*FileModule_Content)(nil),
 		(*FileModule_BlobSha256)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*RunModuleEvent_Log)(nil),
 		(*RunModuleEvent_Progress)(nil),
 		(*RunModuleEvent_Result)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
 		(*PutBlobRequest_Header)(nil),
 		(*PutBlobRequest_Data)(nil),
 	}
@@ -3116,7 +3334,7 @@ func file_kthw_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kthw_agent_v1_agent_proto_rawDesc), len(file_kthw_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
