@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/phase"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
@@ -34,6 +35,12 @@ type Params struct {
 	SkipKubernetes string
 	// BasePackages are installed first (conntrack, socat, ...).
 	BasePackages []string
+	// SELinux is the mode to set (permissive on rocky); empty leaves it.
+	SELinux string
+	// FirewallTool (ufw, firewalld) and the ports to open per role; an
+	// empty tool skips the step.
+	FirewallTool  string
+	FirewallPorts map[config.Role][]*agentv1.FirewallModule_Port
 	// Manager forces a package manager (empty: the agent detects it).
 	Manager string
 }
@@ -49,6 +56,22 @@ func Steps(p Params) []phase.Step {
 		phase.Module("swap", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
 			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Swap{Swap: &agentv1.SwapModule{}}}, nil
 		}),
+	}
+	if p.SELinux != "" {
+		steps = append(steps, phase.Module("selinux", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
+			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Selinux{Selinux: &agentv1.SELinuxModule{Mode: p.SELinux}}}, nil
+		}))
+	}
+	if p.FirewallTool != "" {
+		steps = append(steps, phase.Module("firewall", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {
+			ports := p.FirewallPorts[n.Role]
+			if len(ports) == 0 {
+				return nil, nil
+			}
+			return &agentv1.RunModuleRequest{Module: &agentv1.RunModuleRequest_Firewall{Firewall: &agentv1.FirewallModule{
+				Tool: p.FirewallTool, Ports: ports,
+			}}}, nil
+		}))
 	}
 	if len(p.KernelModules) > 0 {
 		steps = append(steps, phase.Module("kernel-modules", func(n *phase.Node) (*agentv1.RunModuleRequest, error) {

@@ -49,6 +49,25 @@ func FromProfile(c *config.Cluster, nodes []config.NodeSpec) (Params, error) {
 	for _, s := range prof.Sysctls {
 		p.Sysctls[s.Key] = s.Value
 	}
+	if prof.SELinux != "" && prof.SELinux != "none" {
+		p.SELinux = prof.SELinux
+	}
+	if t := prof.Firewall.Tool; t != "" && t != "none" {
+		p.FirewallTool = t
+		ports := func(lists ...[]profile.Port) []*agentv1.FirewallModule_Port {
+			var out []*agentv1.FirewallModule_Port
+			for _, l := range lists {
+				for _, pt := range l {
+					out = append(out, &agentv1.FirewallModule_Port{Port: pt.Port, Protocol: pt.Protocol, Comment: pt.Purpose})
+				}
+			}
+			return out
+		}
+		p.FirewallPorts = map[config.Role][]*agentv1.FirewallModule_Port{
+			config.RoleControlPlane: ports(prof.Firewall.All, prof.Firewall.ControlPlane),
+			config.RoleWorker:       ports(prof.Firewall.All, prof.Firewall.Worker),
+		}
+	}
 	hosts := map[string][]string{}
 	for _, n := range nodes {
 		a := n.Address.Addr().String()

@@ -76,6 +76,12 @@ func render(t *testing.T, p Params) string {
 	b.WriteString("kernel modules: " + strings.Join(p.KernelModules, " ") + "\n")
 	b.WriteString("sysctls: " + mo.Format(&agentv1.SysctlModule{Values: p.Sysctls}) + "\n")
 	b.WriteString("base packages: " + strings.Join(p.BasePackages, " ") + "\n")
+	b.WriteString("selinux: " + p.SELinux + "\n")
+	if p.FirewallTool != "" {
+		for _, role := range []config.Role{config.RoleControlPlane, config.RoleWorker} {
+			b.WriteString("firewall " + string(role) + ": " + mo.Format(&agentv1.FirewallModule{Tool: p.FirewallTool, Ports: p.FirewallPorts[role]}) + "\n")
+		}
+	}
 	return b.String()
 }
 
