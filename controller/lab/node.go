@@ -113,7 +113,11 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) 
 		}
 		return NodeInfo{}, err
 	}
-	files := nodeFiles(spec, pub, l.ProxyURL(), dir)
+	_, archives, err := l.recipe()
+	if err != nil {
+		return fail(fmt.Errorf("start node %s: %w", spec.Name, err))
+	}
+	files := nodeFiles(spec, pub, aptProxy{url: l.ProxyURL(), hosts: archiveHosts(archives)}, dir)
 	if err := writeNodeFiles(root, files); err != nil {
 		return fail(fmt.Errorf("start node %s: %w", spec.Name, err))
 	}

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -41,9 +43,40 @@ ExecStart=/bin/sh -c 'for c in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$
 WantedBy=sysinit.target
 `
 
-// nodeFiles renders the files of a node from its spec. proxy is the apt proxy URL and marker
-// the node's marker content.
-func nodeFiles(s NodeSpec, pub ssh.PublicKey, proxy, marker string) []nodeFile {
+// aptProxy is the lab's apt proxy and the mirror hosts it serves.
+type aptProxy struct {
+	url   string
+	hosts []string
+}
+
+// conf renders apt's proxy configuration: only the mirror hosts go through
+// the proxy (it serves nothing else); every other repository a cluster adds
+// (pkgs.k8s.io, a local mirror) is fetched directly.
+func (p aptProxy) conf() string {
+	var b strings.Builder
+	b.WriteString("// Written by kthw: the lab's apt proxy serves the host's Debian mirror only.\n")
+	for _, h := range p.hosts {
+		fmt.Fprintf(&b, "Acquire::http::Proxy::%s %q;\n", h, p.url)
+	}
+	return b.String()
+}
+
+// archiveHosts returns the distinct hosts of the archives' URIs.
+func archiveHosts(archives []ResolvedArchive) []string {
+	var hosts []string
+	for _, a := range archives {
+		u, err := url.Parse(a.URI)
+		if err != nil || u.Host == "" || slices.Contains(hosts, u.Host) {
+			continue
+		}
+		hosts = append(hosts, u.Host)
+	}
+	return hosts
+}
+
+// nodeFiles renders the files of a node from its spec. proxy is the apt proxy and marker the
+// node's marker content.
+func nodeFiles(s NodeSpec, pub ssh.PublicKey, proxy aptProxy, marker string) []nodeFile {
 	network := fmt.Sprintf("[Match]\nName=host0\n\n[Network]\nAddress=%s\n", s.Address)
 	if s.Gateway.IsValid() {
 		network += fmt.Sprintf("Gateway=%s\n", s.Gateway)
@@ -66,7 +99,7 @@ func nodeFiles(s NodeSpec, pub ssh.PublicKey, proxy, marker string) []nodeFile {
 		{Path: "/etc/ssh/sshd_config.d/00-kthw-hostkey.conf", Mode: 0o644,
 			Data: "# Written by kthw: the controller pinned this key before the first connection.\nHostKey /etc/ssh/ssh_host_ed25519_key\n"},
 		{Path: "/etc/systemd/network/10-kthw-host0.network", Mode: 0o644, Data: network},
-		{Path: "/etc/apt/apt.conf.d/00kthw-proxy", Mode: 0o644, Data: fmt.Sprintf("Acquire::http::Proxy %q;\n", proxy)},
+		{Path: "/etc/apt/apt.conf.d/00kthw-proxy", Mode: 0o644, Data: proxy.conf()},
 		{Path: "/etc/systemd/system/kthw-cgroup-rw.service", Mode: 0o644, Data: cgroupUnit},
 		{Path: "/etc/systemd/system/sysinit.target.wants/kthw-cgroup-rw.service", Link: "/etc/systemd/system/kthw-cgroup-rw.service"},
 		{Path: markerFile, Mode: 0o644, Data: marker + "\n"},

@@ -34,7 +34,7 @@ func testSpec(t *testing.T) (NodeSpec, ssh.PublicKey) {
 
 func TestNodeFiles(t *testing.T) {
 	s, pub := testSpec(t)
-	files := nodeFiles(s, pub, "http://10.200.0.1:3142", "/lab/nodes/n1")
+	files := nodeFiles(s, pub, aptProxy{url: "http://10.200.0.1:3142", hosts: []string{"mirror.example", "security.example"}}, "/lab/nodes/n1")
 	byPath := map[string]nodeFile{}
 	for _, f := range files {
 		byPath[f.Path] = f
@@ -43,7 +43,9 @@ func TestNodeFiles(t *testing.T) {
 		"/etc/hostname": "n1\n",
 		"/etc/systemd/network/10-kthw-host0.network": "[Match]\nName=host0\n\n[Network]\nAddress=10.200.0.11/24\nGateway=10.200.0.1\n" +
 			"LinkLocalAddressing=no\nIPv6AcceptRA=no\n",
-		"/etc/apt/apt.conf.d/00kthw-proxy":            "Acquire::http::Proxy \"http://10.200.0.1:3142\";\n",
+		"/etc/apt/apt.conf.d/00kthw-proxy": "// Written by kthw: the lab's apt proxy serves the host's Debian mirror only.\n" +
+			"Acquire::http::Proxy::mirror.example \"http://10.200.0.1:3142\";\n" +
+			"Acquire::http::Proxy::security.example \"http://10.200.0.1:3142\";\n",
 		"/etc/ssh/sshd_config.d/00-kthw-hostkey.conf": "# Written by kthw: the controller pinned this key before the first connection.\nHostKey /etc/ssh/ssh_host_ed25519_key\n",
 		"/etc/ssh/ssh_host_ed25519_key.pub":           string(ssh.MarshalAuthorizedKey(pub)),
 		markerFile:                                    "/lab/nodes/n1\n",
@@ -84,7 +86,7 @@ func TestNodeFiles(t *testing.T) {
 // A node that plants a symbolic link cannot make the host write outside the node's tree.
 func TestWriteNodeFilesConfined(t *testing.T) {
 	s, pub := testSpec(t)
-	files := nodeFiles(s, pub, "http://10.200.0.1:3142", "/x")
+	files := nodeFiles(s, pub, aptProxy{url: "http://10.200.0.1:3142", hosts: []string{"mirror.example"}}, "/x")
 	outside := t.TempDir()
 	for _, link := range []struct{ name, target string }{
 		{"root/.ssh", outside},               // directory escape (absolute)
