@@ -16,6 +16,7 @@ import (
 
 	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/internal/agentbuild"
+	"github.com/kthw/kthw/controller/internal/aptrepo"
 	"github.com/kthw/kthw/controller/lab"
 	"github.com/kthw/kthw/controller/provider/local"
 )
@@ -60,7 +61,11 @@ type e2eEnv struct {
 	cluster *config.Cluster
 }
 
-func newE2E(t *testing.T) *e2eEnv {
+func newE2E(t *testing.T) *e2eEnv { return newE2EWith(t, e2eCluster) }
+
+// newE2EWith sets up an e2e run of the cluster file clusterYAML (a format
+// string taking the lab directory).
+func newE2EWith(t *testing.T, clusterYAML string) *e2eEnv {
 	if os.Geteuid() != 0 {
 		t.Skip("e2e: needs root (lab nodes)")
 	}
@@ -72,7 +77,7 @@ func newE2E(t *testing.T) *e2eEnv {
 	dir := t.TempDir()
 	e := &e2eEnv{t: t, dir: dir, ws: filepath.Join(dir, "ws"), labDir: filepath.Join(dir, "lab")}
 	e.file = filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(e.file, []byte(fmt.Sprintf(e2eCluster, e.labDir)), 0o644); err != nil {
+	if err := os.WriteFile(e.file, []byte(fmt.Sprintf(clusterYAML, e.labDir)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c, err := config.Load(e.file)
@@ -315,4 +320,60 @@ func countNspawn(t *testing.T, dir string) int {
 		}
 	}
 	return n
+}
+
+// TestE2EKubernetesPackagesFromMirror: with a repository override in the
+// cluster file, up installs kubelet, kubeadm and kubectl pinned to the
+// profile's version from a signed mirror (built and served by the test on
+// the lab bridge, standing in for pkgs.k8s.io) and holds them; a re-run
+// changes nothing.
+func TestE2EKubernetesPackagesFromMirror(t *testing.T) {
+	aptrepo.Skip(t)
+	base := strings.Replace(e2eCluster, "nodePrep:\n  # pkgs.k8s.io is not reachable from the test machine.\n  kubernetesPackages: false\n", "", 1)
+	base = strings.Replace(base, "    count: 2\n", "    count: 1\n", 1)
+	e := newE2EWith(t, base)
+	if _, stderr, err := e.run("up", "--no-node-prep"); err != nil {
+		t.Fatalf("up --no-node-prep: %v\n%s", err, stderr)
+	}
+	gpg := aptrepo.NewGPG(t, "kthw e2e mirror <mirror@kthw.invalid>")
+	repo := aptrepo.Build(t, gpg, "10.200.77.1", aptrepo.Debs{
+		"kubelet": {"1.31.1-1.1", "1.31.2-1.1"}, "kubeadm": {"1.31.2-1.1"}, "kubectl": {"1.31.2-1.1", "1.32.0-1.1"},
+	})
+	keyFile := filepath.Join(e.dir, "mirror.asc")
+	if err := os.WriteFile(keyFile, repo.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withMirror := fmt.Sprintf(base, e.labDir) + fmt.Sprintf(`nodePrep:
+  repositories:
+    - name: kubernetes
+      uri: %s
+      keyFile: %s
+`, repo.URL, keyFile)
+	if err := os.WriteFile(e.file, []byte(withMirror), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := e.run("up")
+	if err != nil {
+		t.Fatalf("up: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, machine := range []string{"e2e-cp-1", "e2e-worker-1"} {
+		pid, err := e.lab().Leader(context.Background(), machine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-a", "sh", "-c",
+			"dpkg-query -W -f '${Package}=${Version} ' kubelet kubeadm kubectl; apt-mark showhold | tr '\\n' ' '").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v %s", machine, err, got)
+		}
+		want := "kubeadm=1.31.2-1.1 kubectl=1.31.2-1.1 kubelet=1.31.2-1.1 kubeadm kubectl kubelet "
+		if string(got) != want {
+			t.Fatalf("%s: packages and holds %q, want %q", machine, got, want)
+		}
+	}
+	out, stderr, err = e.run("up", "-o", "json")
+	if err != nil || strings.Contains(out, `"status":"changed"`) {
+		t.Fatalf("second up changed something: %v\n%s\n%s", err, out, stderr)
+	}
+	e.downAndCheck()
 }

@@ -3,12 +3,7 @@ package pkglab_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"github.com/kthw/kthw/controller/internal/aptrepo"
 	"strings"
 	"sync"
 	"testing"
@@ -18,102 +13,6 @@ import (
 	"github.com/kthw/kthw/controller/node"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
-
-// aptRepo is a flat apt repository (suite "/") built in the test with
-// dpkg-deb and apt-ftparchive, signed with a test key (InRelease and
-// Release.gpg), served over HTTP on the lab bridge.
-type aptRepo struct {
-	URL string
-	Key []byte // the armored public key of the key that signed it
-}
-
-type gpgHome struct {
-	env []string
-	uid string
-}
-
-func newGPG(t *testing.T, uid string) *gpgHome {
-	t.Helper()
-	home, err := os.MkdirTemp("", "kthw-gnupg-") // gpg-agent's socket path is short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run()
-		os.RemoveAll(home)
-	})
-	g := &gpgHome{env: []string{"GNUPGHOME=" + home}, uid: uid}
-	run(t, g.env, "", "gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "rsa2048", "sign", "never")
-	return g
-}
-
-func (g *gpgHome) public(t *testing.T) []byte {
-	return []byte(run(t, g.env, "", "gpg", "--armor", "--export", g.uid))
-}
-
-func run(t *testing.T, env []string, dir, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Dir = dir
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if xe, ok := err.(*exec.ExitError); ok {
-			stderr = xe.Stderr
-		}
-		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out, stderr)
-	}
-	return string(out)
-}
-
-// debs are the packages of a repository: name -> versions.
-type debs map[string][]string
-
-// buildAptRepo builds the repository, signs it with g and serves it on
-// addr (the lab bridge address).
-func buildAptRepo(t *testing.T, g *gpgHome, addr string, pkgs debs) aptRepo {
-	t.Helper()
-	dir := t.TempDir()
-	for name, versions := range pkgs {
-		for _, v := range versions {
-			root := filepath.Join(t.TempDir(), name)
-			files := map[string]string{
-				"DEBIAN/control":                 fmt.Sprintf("Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: kthw tests <test@kthw.invalid>\nDescription: kthw test package\n", name, v),
-				"usr/share/" + name + "/version": v + "\n",
-			}
-			for p, content := range files {
-				full := filepath.Join(root, p)
-				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			run(t, nil, "", "dpkg-deb", "--root-owner-group", "--build", root, filepath.Join(dir, fmt.Sprintf("%s_%s_all.deb", name, v)))
-		}
-	}
-	packages := run(t, nil, dir, "apt-ftparchive", "packages", ".")
-	if err := os.WriteFile(filepath.Join(dir, "Packages"), []byte(packages), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	release := run(t, nil, dir, "apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=kthw-test", "release", ".")
-	if err := os.WriteFile(filepath.Join(dir, "Release"), []byte(release), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(t, g.env, dir, "gpg", "--batch", "--yes", "--clearsign", "-o", "InRelease", "Release")
-	run(t, g.env, dir, "gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", "Release.gpg", "Release")
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(dir)), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return aptRepo{URL: "http://" + ln.Addr().String() + "/", Key: g.public(t)}
-}
 
 // result is one module run.
 type result struct {
@@ -183,19 +82,10 @@ func removePackages(names ...string) *agentv1.RunModuleRequest {
 	return &agentv1.RunModuleRequest{Name: "remove " + strings.Join(names, ","), Module: &agentv1.RunModuleRequest_Packages{Packages: m}}
 }
 
-func needTools(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"gpg", "dpkg-deb", "apt-ftparchive"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (scripts/setup.sh installs gnupg and apt-utils)", tool)
-		}
-	}
-}
-
 // TestAptOnLabNode runs the repository, packages and kubernetes-packages
 // modules through a real agent on a real Debian lab node with real apt.
 func TestAptOnLabNode(t *testing.T) {
-	needTools(t)
+	aptrepo.Skip(t)
 	labtest.Skip(t)
 	start := time.Now()
 	c := labtest.Start(t, 1)
@@ -205,8 +95,8 @@ func TestAptOnLabNode(t *testing.T) {
 	// repositories on the bridge are reached directly.
 	bridge := c.Lab.Gateway().String()
 
-	good := newGPG(t, "kthw apt test <apt@kthw.invalid>")
-	repo := buildAptRepo(t, good, bridge, debs{
+	good := aptrepo.NewGPG(t, "kthw apt test <apt@kthw.invalid>")
+	repo := aptrepo.Build(t, good, bridge, aptrepo.Debs{
 		"kthw-hello": {"1.30.1-1", "1.31.2-1"},
 		"kubelet":    {"1.30.6-1.1", "1.31.2-1.1", "1.31.20-1.1"},
 		"kubeadm":    {"1.30.6-1.1", "1.31.2-1.1", "1.31.20-1.1"},
@@ -275,8 +165,8 @@ func TestAptOnLabNode(t *testing.T) {
 	})
 
 	t.Run("bad signature is refused", func(t *testing.T) {
-		evilKey := newGPG(t, "kthw other <other@kthw.invalid>")
-		evil := buildAptRepo(t, evilKey, bridge, debs{"kthw-evil": {"1.0-1"}})
+		evilKey := aptrepo.NewGPG(t, "kthw other <other@kthw.invalid>")
+		evil := aptrepo.Build(t, evilKey, bridge, aptrepo.Debs{"kthw-evil": {"1.0-1"}})
 		// Configured with the good key, signed by another one.
 		must(t, nd, repository("kthwevil", evil.URL, repo.Key, false), true)
 		r := runModule(t, nd, packages(false, "kthw-evil", ""))
