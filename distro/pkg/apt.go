@@ -228,28 +228,12 @@ func (a *aptBackend) Install(ctx context.Context, pkgs []Package) error {
 
 // Remove releases holds on the installed names and removes them.
 func (a *aptBackend) Remove(ctx context.Context, names []string) error {
-	installed, err := a.Installed(ctx, names)
-	if err != nil || len(installed) == 0 {
+	return removeInstalled(ctx, a, names, func(rm []string) error {
+		argv := append([]string{"apt-get", "remove", "-y", "-q", "--allow-change-held-packages",
+			"-o", "DPkg::Lock::Timeout=" + aptLockTimeout, "--"}, rm...)
+		_, err := a.run(ctx, argv...)
 		return err
-	}
-	rm := sortedKeys(installed)
-	if err := a.unholdHeld(ctx, rm); err != nil {
-		return err
-	}
-	argv := append([]string{"apt-get", "remove", "-y", "-q", "--allow-change-held-packages",
-		"-o", "DPkg::Lock::Timeout=" + aptLockTimeout, "--"}, rm...)
-	if _, err := a.run(ctx, argv...); err != nil {
-		return fmt.Errorf("remove %s: %w", strings.Join(rm, ", "), err)
-	}
-	return nil
-}
-
-func (a *aptBackend) unholdHeld(ctx context.Context, names []string) error {
-	held, err := a.Held(ctx, names)
-	if err != nil {
-		return err
-	}
-	return a.Hold(ctx, trueKeys(held), false)
+	})
 }
 
 // Held asks apt-mark showhold which of names are held.

@@ -131,22 +131,10 @@ func (d *dnfBackend) Install(ctx context.Context, pkgs []Package) error {
 
 // Remove deletes the version locks of the installed names and removes them.
 func (d *dnfBackend) Remove(ctx context.Context, names []string) error {
-	installed, err := d.Installed(ctx, names)
-	if err != nil || len(installed) == 0 {
+	return removeInstalled(ctx, d, names, func(rm []string) error {
+		_, err := d.run(ctx, d.dnf(append([]string{"remove", "--"}, rm...)...))
 		return err
-	}
-	rm := sortedKeys(installed)
-	held, err := d.Held(ctx, rm)
-	if err != nil {
-		return err
-	}
-	if err := d.Hold(ctx, trueKeys(held), false); err != nil {
-		return err
-	}
-	if _, err := d.run(ctx, d.dnf(append([]string{"remove", "--"}, rm...)...)); err != nil {
-		return fmt.Errorf("remove %s: %w", strings.Join(rm, ", "), err)
-	}
-	return nil
+	})
 }
 
 // Held reads dnf versionlock list: one NEVRA pattern a line

@@ -167,22 +167,10 @@ func (z *zypperBackend) Install(ctx context.Context, pkgs []Package) error {
 
 // Remove removes the locks of the installed names and removes them.
 func (z *zypperBackend) Remove(ctx context.Context, names []string) error {
-	installed, err := z.Installed(ctx, names)
-	if err != nil || len(installed) == 0 {
+	return removeInstalled(ctx, z, names, func(rm []string) error {
+		_, err := z.run(ctx, z.zypper(append([]string{"remove", "--"}, rm...)...))
 		return err
-	}
-	rm := sortedKeys(installed)
-	held, err := z.Held(ctx, rm)
-	if err != nil {
-		return err
-	}
-	if err := z.Hold(ctx, trueKeys(held), false); err != nil {
-		return err
-	}
-	if _, err := z.run(ctx, z.zypper(append([]string{"remove", "--"}, rm...)...)); err != nil {
-		return fmt.Errorf("remove %s: %w", strings.Join(rm, ", "), err)
-	}
-	return nil
+	})
 }
 
 // zypperLocks is zypper --xmlout locks' result.
