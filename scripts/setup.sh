@@ -21,7 +21,7 @@ fi
 
 pkgs=(protobuf-compiler openssh-server openssh-client sudo dbus make git ca-certificates
       mmdebstrap systemd-container apt-cacher-ng iproute2 util-linux vagrant
-      rpm createrepo-c dnf zypper apt-utils gnupg)
+      rpm createrepo-c dnf zypper apt-utils gnupg ansible)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
