@@ -14,6 +14,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kthw-agent ./agent/cmd/kthw-agent
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kthw-controller ./controller/cmd/kthw-controller
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kthw-pvesim ./controller/cmd/kthw-pvesim
 
 # Unit and integration tests. Integration tests need root and OpenSSH sshd
 # (scripts/setup-test.sh installs it); they skip with a reason otherwise.

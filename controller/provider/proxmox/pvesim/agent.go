@@ -1,0 +1,116 @@
+package pvesim
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// agentVM is assert_agent_available: the VM exists, has an agent option,
+// runs, and its agent answers. Callers hold s.mu.
+func (s *Server) agentVM(req *request) (*vm, error) {
+	v, err := s.loadVM(req.vars["node"], req.vmid())
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := v.conf["agent"]; !ok {
+		return nil, die("No QEMU guest agent configured")
+	}
+	if !v.running {
+		return nil, die("VM %d is not running", v.id)
+	}
+	if !agentEnabled(v.conf["agent"]) || v.noAgent || s.faults.agentMissing(v.id) || time.Now().Before(v.agentAt) {
+		return nil, die("QEMU guest agent is not running")
+	}
+	return v, nil
+}
+
+// agentCmd serves POST/GET .../agent/{command}: {"result": ...}.
+func (s *Server) agentCmd(cmd string) func(*request) (any, error) {
+	return func(req *request) (any, error) {
+		if err := validate(req.params, map[string]pspec{}); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		v, err := s.agentVM(req)
+		if err != nil {
+			return nil, err
+		}
+		var res any
+		switch cmd {
+		case "ping":
+			res = map[string]any{}
+		case "network-get-interfaces":
+			res = s.agentInterfaces(v)
+		case "get-osinfo":
+			res = map[string]any{
+				"id": "debian", "name": "Debian GNU/Linux", "pretty-name": "Debian GNU/Linux 12 (bookworm)",
+				"version": "12 (bookworm)", "version-id": "12", "machine": "x86_64",
+				"kernel-release": "6.1.0-25-cloud-amd64",
+				"kernel-version": "#1 SMP PREEMPT_DYNAMIC Debian 6.1.106-3 (2024-08-26)",
+			}
+		case "get-host-name":
+			h := v.guest.Hostname
+			if h == "" {
+				h = v.conf["name"]
+			}
+			res = map[string]any{"host-name": h}
+		case "info":
+			res = map[string]any{"version": "7.2.11", "supported_commands": []map[string]any{
+				{"name": "guest-ping", "enabled": true, "success-response": true},
+				{"name": "guest-network-get-interfaces", "enabled": true, "success-response": true},
+				{"name": "guest-get-osinfo", "enabled": true, "success-response": true},
+				{"name": "guest-get-host-name", "enabled": true, "success-response": true},
+			}}
+		case "get-time":
+			res = time.Now().UnixNano()
+		}
+		return map[string]any{"result": res}, nil
+	}
+}
+
+// agentInterfaces is what guest-network-get-interfaces answers: lo first,
+// then the guest's NICs; before AgentIPDelay passed only link-local IPv6.
+func (s *Server) agentInterfaces(v *vm) []map[string]any {
+	out := []map[string]any{{
+		"name":             "lo",
+		"hardware-address": "00:00:00:00:00:00",
+		"ip-addresses": []map[string]any{
+			{"ip-address-type": "ipv4", "ip-address": "127.0.0.1", "prefix": 8},
+			{"ip-address-type": "ipv6", "ip-address": "::1", "prefix": 128},
+		},
+		"statistics": stats(0),
+	}}
+	early := time.Now().Before(v.ipAt)
+	for i, gi := range v.guest.Interfaces {
+		addrs := []map[string]any{}
+		for _, p := range gi.Addresses {
+			if early && !p.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			addrs = append(addrs, ipEntry(p))
+		}
+		e := map[string]any{"name": gi.Name, "hardware-address": gi.MAC, "statistics": stats(i + 1)}
+		if len(addrs) > 0 {
+			e["ip-addresses"] = addrs
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func ipEntry(p netip.Prefix) map[string]any {
+	typ := "ipv4"
+	if p.Addr().Is6() && !p.Addr().Is4In6() {
+		typ = "ipv6"
+	}
+	return map[string]any{"ip-address-type": typ, "ip-address": strings.TrimSpace(p.Addr().String()), "prefix": p.Bits()}
+}
+
+func stats(n int) map[string]any {
+	return map[string]any{
+		"rx-bytes": 1_024_000 * n, "rx-dropped": 0, "rx-errs": 0, "rx-packets": 900 * n,
+		"tx-bytes": 512_000 * n, "tx-dropped": 0, "tx-errs": 0, "tx-packets": 700 * n,
+	}
+}
