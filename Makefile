@@ -16,8 +16,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kthw-controller ./controller/cmd/kthw-controller
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kthw-pvesim ./controller/cmd/kthw-pvesim
 
-# Unit and integration tests. Integration tests need root and OpenSSH sshd
-# (scripts/setup-test.sh installs it); they skip with a reason otherwise.
+# Unit, integration and e2e tests. Integration and e2e tests need root, sshd
+# and the lab tools (scripts/setup.sh installs them); they skip with a reason
+# otherwise.
 test: build lint proto-check
 	$(GO) test -count=1 -timeout 30m ./...
 
@@ -25,7 +26,7 @@ e2e: build
 	$(GO) test -count=1 -timeout 60m -run 'E2E' ./...
 
 bench: build
-	$(GO) run ./scripts/bench -agent $(BIN)/kthw-agent
+	$(GO) run ./scripts/bench -agent $(BIN)/kthw-agent -controller $(BIN)/kthw-controller -doc docs/benchmarks.md $(BENCHFLAGS)
 
 tools:
 	$(GO) build -o $(TOOLS)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
@@ -37,9 +38,18 @@ proto: tools
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		$(PROTO_DIR)/*.proto
 
-# Regenerates the protos and fails when the committed code differs.
-proto-check: proto
-	git diff --exit-code -- proto/ || (echo "generated proto code is stale: run make proto and commit" >&2; exit 1)
+# Regenerates the protos into a temporary directory and fails when the code
+# in the tree differs from what the .proto files generate.
+proto-check: tools
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	protoc --plugin=protoc-gen-go=$(TOOLS)/protoc-gen-go --plugin=protoc-gen-go-grpc=$(TOOLS)/protoc-gen-go-grpc \
+		-I proto --go_out=$$tmp --go_opt=paths=source_relative \
+		--go-grpc_out=$$tmp --go-grpc_opt=paths=source_relative \
+		$(PROTO_DIR)/*.proto && \
+	for f in $$tmp/kthw/agent/v1/*.go; do \
+		diff -u proto/kthw/agent/v1/$$(basename $$f) $$f >/dev/null || \
+		{ echo "generated proto code is stale: run make proto" >&2; exit 1; }; \
+	done
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1)

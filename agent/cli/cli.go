@@ -1,6 +1,7 @@
-// Package cli holds the kthw-agent command line: `version` and
-// `serve --stdio`. main only builds it with the process's I/O and maps the
-// returned error to an exit code.
+// Package cli holds the kthw-agent command line: `version`,
+// `serve --stdio` and `etcd` (snapshots and status of kubeadm's etcd).
+// main only builds it with the process's I/O and maps the returned error
+// to an exit code.
 package cli
 
 import (
@@ -45,7 +46,7 @@ func (c *CLI) root() *cobra.Command {
 	root.SetIn(c.stdin)
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
-	root.AddCommand(c.versionCmd(), c.serveCmd())
+	root.AddCommand(c.versionCmd(), c.serveCmd(), c.etcdCmd())
 	return root
 }
 

@@ -17,6 +17,8 @@ func Builtins() *Registry {
 	Register(r, func(m *agentv1.HostnameModule) (Module, error) { return NewHostname(m) })
 	Register(r, func(m *agentv1.SystemdUnitModule) (Module, error) { return NewSystemdUnit(m) })
 	Register(r, func(m *agentv1.ContainerdModule) (Module, error) { return NewContainerd(m) })
+	Register(r, func(m *agentv1.EtcdSnapshotModule) (Module, error) { return NewEtcdSnapshot(m) })
+	Register(r, func(m *agentv1.EtcdRestoreModule) (Module, error) { return NewEtcdRestore(m) })
 	Register(r, func(m *agentv1.FirewallModule) (Module, error) { return NewFirewall(m) })
 	Register(r, func(m *agentv1.SELinuxModule) (Module, error) { return NewSELinux(m) })
 	return r

@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/kthw/kthw/distro/pkg"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
@@ -51,6 +53,9 @@ type Result struct {
 	// Ran is true when a command ran; ExitCode is then its exit code.
 	Ran      bool
 	ExitCode int
+	// Output is what the module made, for modules that make something: a
+	// message of ModuleResult's output oneof (EtcdSnapshotManifest).
+	Output proto.Message
 }
 
 // Env is what a module may use of the agent. The server builds one per

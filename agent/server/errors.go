@@ -14,6 +14,7 @@ import (
 var (
 	errInvalid  = errors.New("invalid request")
 	errDataLoss = errors.New("data loss")
+	errNotFound = errors.New("not found")
 )
 
 // toStatus translates an error into a gRPC status error. Every handler
@@ -39,6 +40,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errDataLoss):
 		code = codes.DataLoss
+	case errors.Is(err, errNotFound):
+		code = codes.NotFound
 	}
 	return status.Error(code, err.Error())
 }

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/kthw/kthw/agent/module"
 	"github.com/kthw/kthw/distro/pkg"
@@ -57,6 +60,11 @@ func (s *Server) RunModule(req *agentv1.RunModuleRequest, stream grpc.ServerStre
 	if res.Ran {
 		result.ExitCode = int32(res.ExitCode)
 	}
+	if res.Output != nil {
+		if oerr := setOutput(result, res.Output); oerr != nil && err == nil {
+			err = oerr
+		}
+	}
 	if err != nil {
 		result.Error = validUTF8(err.Error())
 		log.WarnContext(ctx, "module failed", "err", err, "duration", time.Since(start))
@@ -67,6 +75,21 @@ func (s *Server) RunModule(req *agentv1.RunModuleRequest, stream grpc.ServerStre
 		return toStatus(err)
 	}
 	return nil
+}
+
+// setOutput puts a module's output into the result's output oneof: the
+// oneof's field whose message type is the output's.
+func setOutput(result *agentv1.ModuleResult, out proto.Message) error {
+	msg := result.ProtoReflect()
+	fields := msg.Descriptor().Oneofs().ByName("output").Fields()
+	name := out.ProtoReflect().Descriptor().FullName()
+	for i := 0; i < fields.Len(); i++ {
+		if f := fields.Get(i); f.Message() != nil && f.Message().FullName() == name {
+			msg.Set(f, protoreflect.ValueOfMessage(out.ProtoReflect()))
+			return nil
+		}
+	}
+	return fmt.Errorf("module output %s has no field in ModuleResult.output", name)
 }
 
 // eventSender serializes a module's events onto the stream; modules may log

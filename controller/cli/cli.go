@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -43,18 +44,57 @@ func New(version string, stdin io.Reader, stdout, stderr io.Writer) *CLI {
 
 // Run executes args (without the program name).
 func (c *CLI) Run(ctx context.Context, args []string) error {
-	root := c.root()
+	g := &globalOptions{}
+	root := c.root(g)
 	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
+	err := root.ExecuteContext(ctx)
+	if perr := g.stopProfile(); perr != nil && err == nil {
+		err = perr
+	}
+	return err
 }
 
 type globalOptions struct {
 	agentBinary string
 	logLevel    string
+	// cpuProfile is a file for a pprof CPU profile of the whole run
+	// (hidden: for scripts/bench and performance work).
+	cpuProfile string
+	profile    *os.File
 }
 
-func (c *CLI) root() *cobra.Command {
-	g := &globalOptions{}
+// startProfile starts the CPU profile when --cpuprofile is set.
+func (g *globalOptions) startProfile() error {
+	if g.cpuProfile == "" || g.profile != nil {
+		return nil
+	}
+	f, err := os.Create(g.cpuProfile)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	g.profile = f
+	return nil
+}
+
+// stopProfile writes out the CPU profile, if one runs.
+func (g *globalOptions) stopProfile() error {
+	if g.profile == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := g.profile.Close()
+	g.profile = nil
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return nil
+}
+
+func (c *CLI) root(g *globalOptions) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kthw-controller",
 		Short: "Build and run Kubernetes clusters on Proxmox VE and local lab nodes",
@@ -68,7 +108,10 @@ func (c *CLI) root() *cobra.Command {
 	root.SetErr(c.stderr)
 	root.PersistentFlags().StringVar(&g.agentBinary, "agent-binary", "", "kthw-agent binary to push (default: $KTHW_AGENT_BINARY, then kthw-agent beside this program, then $PATH)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
-	root.AddCommand(c.versionCmd(), c.upCmd(g), c.planCmd(g), c.statusCmd(g), c.downCmd(g), c.doctorCmd(g), c.profilesCmd(), c.agentCmd(g))
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
+	root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.startProfile() }
+	root.AddCommand(c.versionCmd(), c.upCmd(g), c.planCmd(g), c.statusCmd(g), c.downCmd(g), c.doctorCmd(g), c.profilesCmd(), c.agentCmd(g), c.templateCmd(g), c.etcdCmd(g))
 	return root
 }
 

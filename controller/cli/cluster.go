@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -18,11 +19,15 @@ import (
 
 	"github.com/kthw/kthw/controller/action"
 	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/node"
 	"github.com/kthw/kthw/controller/nodeprep"
 	"github.com/kthw/kthw/controller/progress"
 	"github.com/kthw/kthw/controller/provider"
 	"github.com/kthw/kthw/controller/provider/local"
+	"github.com/kthw/kthw/controller/provider/proxmox"
 	"github.com/kthw/kthw/controller/provider/static"
+	"github.com/kthw/kthw/controller/push"
+	"github.com/kthw/kthw/controller/secret"
 	"github.com/kthw/kthw/controller/state"
 	"github.com/kthw/kthw/controller/workspace"
 )
@@ -98,9 +103,6 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 	if cl.Provider.Type == config.ProviderLocal && os.Geteuid() != 0 {
 		return nil, errors.New("the local provider needs root: it mounts overlays, makes a bridge and runs systemd-nspawn; run kthw-controller as root")
 	}
-	if cl.Provider.Type == config.ProviderProxmox {
-		return nil, errors.New("provider proxmox is not available in this build yet; use local or static")
-	}
 	bin, err := c.agentBinary(g)
 	if err != nil {
 		return nil, err
@@ -128,6 +130,17 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 		return nil, fmt.Errorf("node preparation: %w", err)
 	}
 	steps := nodeprep.Steps(params)
+	if s := cl.Etcd.Snapshots; s != nil {
+		sum, _, err := node.HashFile(bin)
+		if err != nil {
+			return nil, err
+		}
+		agentDir := f.agentDir
+		if agentDir == "" {
+			agentDir = push.DefaultDir
+		}
+		steps = append(steps, nodeprep.EtcdSnapshotSteps(s, path.Join(agentDir, sum, push.BinaryName))...)
+	}
 	if f.noPrep {
 		steps = nil
 	}
@@ -145,6 +158,8 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 		p, err = local.New(cl, ws.PublicKey, log)
 	case config.ProviderStatic:
 		p, err = static.New(cl)
+	case config.ProviderProxmox:
+		p, err = proxmox.New(cl, ws.PublicKey, proxmox.Options{IDs: ws.State, Logger: log, Secrets: c.secrets()})
 	}
 	if err != nil {
 		ws.Close()
@@ -492,12 +507,19 @@ func (c *CLI) doctor(ctx context.Context, g *globalOptions, cl *config.Cluster) 
 	} else {
 		findings = append(findings, provider.Finding{Check: "kthw-agent", OK: true, Detail: "found"})
 	}
-	if cl.Provider.Type == config.ProviderLocal {
-		log, err := c.logger(g)
+	log, err := c.logger(g)
+	if err != nil {
+		return err
+	}
+	switch cl.Provider.Type {
+	case config.ProviderLocal:
+		p, err := local.New(cl, nil, log)
 		if err != nil {
 			return err
 		}
-		p, err := local.New(cl, nil, log)
+		findings = append(findings, p.Doctor(ctx)...)
+	case config.ProviderProxmox:
+		p, err := proxmox.New(cl, nil, proxmox.Options{Logger: log, Secrets: c.secrets()})
 		if err != nil {
 			return err
 		}
@@ -527,3 +549,7 @@ func findingsError(findings []provider.Finding) error {
 	}
 	return errors.Join(errs...)
 }
+
+// secrets resolves the cluster file's secret references from this CLI's
+// environment.
+func (c *CLI) secrets() secret.Resolver { return secret.Resolver{Getenv: c.getenv} }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"testing"
@@ -29,6 +30,15 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// mksnap FILE writes a file that passes etcd's sha256 trailer
+			// check: 512 bytes and their sha256.
+			"mksnap": func(ts *testscript.TestScript, neg bool, args []string) {
+				body := make([]byte, 512)
+				sum := sha256.Sum256(body)
+				ts.Check(os.WriteFile(ts.MkAbs(args[0]), append(body, sum[:]...), 0o600))
+			},
 		},
 	})
 }

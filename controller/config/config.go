@@ -21,6 +21,8 @@
 // time.
 package config
 
+import "time"
+
 // APIVersion and Kind identify the cluster file format this package reads.
 const (
 	APIVersion = "kthw.dev/v1alpha1"
@@ -57,6 +59,9 @@ type Cluster struct {
 	// NodePrep tunes node preparation: which package repositories and
 	// registry mirrors the nodes use.
 	NodePrep NodePrep `yaml:"nodePrep,omitempty"`
+	// Etcd configures what kthw does with the control-plane nodes'
+	// (kubeadm stacked) etcd: scheduled snapshots.
+	Etcd Etcd `yaml:"etcd,omitempty"`
 
 	// file and lines are set by Parse so that validation errors can name
 	// the source line; lines maps a field path to its line.
@@ -136,25 +141,81 @@ type StaticHost struct {
 	Jump string `yaml:"jump,omitempty"`
 }
 
-// ProxmoxProvider configures the Proxmox VE API.
+// ProxmoxProvider configures the Proxmox VE API and the VMs made through it.
+// Authentication is an API token (TokenID and TokenSecretRef) or a user's
+// password (Username and PasswordRef), never both.
 type ProxmoxProvider struct {
 	// Endpoint is the API's base URL, e.g. https://pve.example:8006.
 	Endpoint string `yaml:"endpoint"`
-	// Node is the Proxmox node (host) the VMs are created on.
+	// Node is the Proxmox node (host) the VMs are created on, as Proxmox
+	// names it (pvecm nodes), not its FQDN.
 	Node string `yaml:"node"`
-	// TokenID is the API token ID, USER@REALM!TOKENNAME.
-	TokenID string `yaml:"tokenID"`
+	// TokenID is the API token ID, USER@REALM!TOKENNAME. A token with
+	// privilege separation needs its own permissions (VM.Allocate,
+	// VM.Clone, VM.Config.*, VM.PowerMgmt, VM.Audit, VM.Monitor,
+	// Datastore.AllocateSpace, Sys.Audit).
+	TokenID string `yaml:"tokenID,omitempty"`
 	// TokenSecretRef says where the token's secret is: env:NAME (an
 	// environment variable) or sops:FILE#KEY (a key of a SOPS-encrypted
 	// file). Never the secret itself.
-	TokenSecretRef string `yaml:"tokenSecretRef"`
+	TokenSecretRef string `yaml:"tokenSecretRef,omitempty"`
+	// Username is USER@REALM for a password login (a ticket), instead of
+	// a token.
+	Username string `yaml:"username,omitempty"`
+	// PasswordRef says where Username's password is, like TokenSecretRef.
+	PasswordRef string `yaml:"passwordRef,omitempty"`
 	// InsecureSkipVerify turns off TLS certificate verification. For labs
 	// only; exclusive with CAFile.
 	InsecureSkipVerify bool `yaml:"insecureSkipVerify,omitempty"`
 	// CAFile is a PEM file of CA certificates to trust for Endpoint, e.g.
 	// the cluster's /etc/pve/pve-root-ca.pem. Empty means the system pool.
 	CAFile string `yaml:"caFile,omitempty"`
+
+	// Template is the name of the VM template nodes are cloned from.
+	// Default: the profile's (kthw-debian-12 for debian); see
+	// kthw-controller template build.
+	Template string `yaml:"template,omitempty"`
+	// CloneMode is full (default: every VM owns its disks) or linked
+	// (copy-on-write on the template's disks; fast, but the template can
+	// then not be deleted and Storage does not apply).
+	CloneMode string `yaml:"cloneMode,omitempty"`
+	// Storage is the storage full clones put their disks on, and the one
+	// template build creates the template's disks on. Default: the
+	// template's own storage for clones, local-lvm for template build.
+	Storage string `yaml:"storage,omitempty"`
+	// Pool is a resource pool the VMs are added to; empty means none.
+	Pool string `yaml:"pool,omitempty"`
+	// Bridge is the bridge of the template's network device (template
+	// build). Default vmbr0.
+	Bridge string `yaml:"bridge,omitempty"`
+	// User is the cloud-init user (ciuser) kthw logs in as: cloud-init
+	// gives it the workspace's SSH key and password-less sudo. Default
+	// kthw.
+	User string `yaml:"user,omitempty"`
+	// Nameservers are the nodes' DNS servers (cloud-init nameserver).
+	// Default: the Proxmox host's.
+	Nameservers []string `yaml:"nameservers,omitempty"`
+	// SearchDomain is the nodes' DNS search domain (cloud-init
+	// searchdomain). Default: the Proxmox host's.
+	SearchDomain string `yaml:"searchDomain,omitempty"`
+	// CloneConcurrency is how many clones run at once per Proxmox node and
+	// storage (parallel clones hit storage lock timeouts). Default 2.
+	CloneConcurrency int `yaml:"cloneConcurrency,omitempty"`
+	// RequestTimeout bounds each API request, e.g. 30s. Default 30s.
+	RequestTimeout time.Duration `yaml:"requestTimeout,omitempty"`
+	// TaskTimeout bounds each Proxmox task (clone, start, resize, stop).
+	// Default 10m.
+	TaskTimeout time.Duration `yaml:"taskTimeout,omitempty"`
+	// BootTimeout bounds the wait, after a VM starts, for its guest agent
+	// to report the node's address and cloud-init to finish. Default 10m.
+	BootTimeout time.Duration `yaml:"bootTimeout,omitempty"`
 }
+
+// The Proxmox clone modes.
+const (
+	CloneFull   = "full"
+	CloneLinked = "linked"
+)
 
 // Network holds the cluster's address plan. All prefixes are IPv4 and must
 // not overlap each other.
@@ -248,6 +309,27 @@ type RegistryMirror struct {
 	Registry string `yaml:"registry"`
 	// Endpoints are mirror URLs, tried in order.
 	Endpoints []string `yaml:"endpoints"`
+}
+
+// Etcd configures kthw's handling of kubeadm's stacked etcd.
+type Etcd struct {
+	// Snapshots, when set, installs a systemd timer on every
+	// control-plane node that saves a node-local etcd snapshot on a
+	// schedule (kthw-agent etcd snapshot). Unset: no scheduled snapshots.
+	Snapshots *EtcdSnapshots `yaml:"snapshots,omitempty"`
+}
+
+// EtcdSnapshots schedules node-local etcd snapshots.
+type EtcdSnapshots struct {
+	// Schedule is when snapshots are taken: a systemd calendar event,
+	// either a shorthand (minutely, hourly, daily, weekly, monthly) or an
+	// OnCalendar expression such as "*-*-* 00/6:00:00". Default hourly.
+	Schedule string `yaml:"schedule,omitempty"`
+	// Keep is how many snapshots each node keeps (1 to 10000). Default 24.
+	Keep int `yaml:"keep,omitempty"`
+	// Dir is the absolute directory on the nodes that keeps them.
+	// Default /var/lib/kthw/etcd-snapshots.
+	Dir string `yaml:"dir,omitempty"`
 }
 
 // InstallKubernetesPackages reports whether node preparation installs the

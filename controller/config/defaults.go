@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"path/filepath"
+	"time"
 )
 
 // Defaults of the cluster file, as documented on the fields.
@@ -19,6 +20,17 @@ const (
 	DefaultCores       = 2
 	DefaultMemoryMiB   = 2048
 	DefaultDiskGiB     = 20
+
+	DefaultEtcdSnapshotSchedule = "hourly"
+	DefaultEtcdSnapshotKeep     = 24
+	DefaultEtcdSnapshotDir      = "/var/lib/kthw/etcd-snapshots"
+
+	DefaultProxmoxUser             = "kthw"
+	DefaultProxmoxBridge           = "vmbr0"
+	DefaultProxmoxCloneConcurrency = 2
+	DefaultProxmoxRequestTimeout   = 30 * time.Second
+	DefaultProxmoxTaskTimeout      = 10 * time.Minute
+	DefaultProxmoxBootTimeout      = 10 * time.Minute
 
 	// FirstNodeHost is the offset in network.nodeCIDR of the first
 	// automatically allocated node address (.11 in a /24); the addresses
@@ -74,6 +86,17 @@ func (c *Cluster) SetDefaults() {
 	for i := range c.Pools {
 		c.Pools[i].setDefaults()
 	}
+	if s := c.Etcd.Snapshots; s != nil {
+		if s.Schedule == "" {
+			s.Schedule = DefaultEtcdSnapshotSchedule
+		}
+		if s.Keep == 0 {
+			s.Keep = DefaultEtcdSnapshotKeep
+		}
+		if s.Dir == "" {
+			s.Dir = DefaultEtcdSnapshotDir
+		}
+	}
 }
 
 func (p *Provider) setDefaults() {
@@ -96,6 +119,9 @@ func (p *Provider) setDefaults() {
 		if p.Local.ProxyPort == 0 {
 			p.Local.ProxyPort = DefaultProxyPort
 		}
+	}
+	if p.Proxmox != nil {
+		p.Proxmox.setDefaults()
 	}
 	if p.Static != nil {
 		for i := range p.Static.Hosts {
@@ -150,5 +176,29 @@ func (p *NodePool) setDefaults() {
 	}
 	if p.DiskGiB == 0 {
 		p.DiskGiB = DefaultDiskGiB
+	}
+}
+
+func (x *ProxmoxProvider) setDefaults() {
+	if x.CloneMode == "" {
+		x.CloneMode = CloneFull
+	}
+	if x.Bridge == "" {
+		x.Bridge = DefaultProxmoxBridge
+	}
+	if x.User == "" {
+		x.User = DefaultProxmoxUser
+	}
+	if x.CloneConcurrency == 0 {
+		x.CloneConcurrency = DefaultProxmoxCloneConcurrency
+	}
+	if x.RequestTimeout == 0 {
+		x.RequestTimeout = DefaultProxmoxRequestTimeout
+	}
+	if x.TaskTimeout == 0 {
+		x.TaskTimeout = DefaultProxmoxTaskTimeout
+	}
+	if x.BootTimeout == 0 {
+		x.BootTimeout = DefaultProxmoxBootTimeout
 	}
 }

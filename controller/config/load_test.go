@@ -199,3 +199,29 @@ func TestMarshalRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadProxmoxSettings(t *testing.T) {
+	c, err := Load(filepath.Join("testdata", "good-proxmox.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDefaults()
+	x := c.Provider.Proxmox
+	if x.CloneMode != CloneLinked || x.CloneConcurrency != 3 || x.RequestTimeout.String() != "45s" || x.TaskTimeout.String() != "15m0s" ||
+		x.BootTimeout.String() != "5m0s" || x.User != DefaultProxmoxUser || x.Bridge != DefaultProxmoxBridge || x.Pool != "k8s" {
+		t.Fatalf("proxmox settings %+v", x)
+	}
+	bad := strings.Replace(readFile(t, filepath.Join("testdata", "good-proxmox.yaml")), "requestTimeout: 45s", "requestTimeout: soon", 1)
+	if _, err := Parse([]byte(bad), "bad.yaml"); err == nil || !strings.Contains(err.Error(), "bad.yaml:") {
+		t.Fatalf("a bad duration: %v", err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

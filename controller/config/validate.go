@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FieldError is one invalid field of a cluster.
@@ -119,6 +120,9 @@ func (c *Cluster) Validate(knownProfiles []string) error {
 	plan := checkNetwork(&netErrs, c.Network)
 	nodes := expand(&netErrs, c.Pools, plan)
 	checkProvider(&e, c.Provider, nodes, plan)
+	if c.Provider.Type == ProviderProxmox && slices.Contains(proxmoxReservedNames, c.Name) {
+		e.add("name", "%q cannot name a Proxmox cluster: it is one of the VM tags kthw sets (%s)", c.Name, strings.Join(proxmoxReservedNames, ", "))
+	}
 	e = append(e, netErrs...)
 
 	if len(c.Pools) == 0 {
@@ -133,7 +137,28 @@ func (c *Cluster) Validate(knownProfiles []string) error {
 	}
 	checkVersions(&e, c.Versions)
 	checkNodePrep(&e, c.NodePrep)
+	checkEtcd(&e, c.Etcd)
 	return e.join(c)
+}
+
+// calendarExpr is what an OnCalendar value may hold; systemd decides the
+// rest when the timer is installed.
+var calendarExpr = regexp.MustCompile(`^[0-9A-Za-z*,./:~ +-]+$`)
+
+func checkEtcd(e *fieldErrs, c Etcd) {
+	s := c.Snapshots
+	if s == nil {
+		return
+	}
+	if len(s.Schedule) > 200 || !calendarExpr.MatchString(s.Schedule) {
+		e.add("etcd.snapshots.schedule", "%q is not a systemd calendar event (e.g. hourly, daily, \"*-*-* 00/6:00:00\")", s.Schedule)
+	}
+	if s.Keep < 1 || s.Keep > 10000 {
+		e.add("etcd.snapshots.keep", "%d is out of range 1 to 10000", s.Keep)
+	}
+	if !filepath.IsAbs(s.Dir) || filepath.Clean(s.Dir) != s.Dir || s.Dir == "/" || strings.ContainsAny(s.Dir, " \t\n\"'\\%") {
+		e.add("etcd.snapshots.dir", "%q is not an absolute, clean directory without blanks, quotes or %%", s.Dir)
+	}
 }
 
 func checkNodePrep(e *fieldErrs, n NodePrep) {
@@ -361,40 +386,119 @@ func checkStatic(e *fieldErrs, s *StaticProvider, nodes []expanded, plan netPlan
 
 var (
 	tokenIDPattern = regexp.MustCompile(`^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$`)
+	userIDPattern  = regexp.MustCompile(`^[^@!\s]+@[^@!\s]+$`)
 	envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	uuidPattern    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	// proxmoxIDPattern is pve-common's configid format (storage, pool).
+	proxmoxIDPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9\-_.]*[A-Za-z0-9]$`)
+	unixUserPattern  = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	uuidPattern      = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
 func checkProxmox(e *fieldErrs, p *ProxmoxProvider) {
 	if p == nil {
+		// Only what has no default is missing.
 		p = &ProxmoxProvider{}
+		p.setDefaults()
 	}
+	const pp = "provider.proxmox."
 	if p.Endpoint == "" {
-		e.add("provider.proxmox.endpoint", "required: the API URL, like https://pve.example:8006")
+		e.add(pp+"endpoint", "required: the API URL, like https://pve.example:8006")
 	} else if u, err := url.Parse(p.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		e.add("provider.proxmox.endpoint", "%q is not an http(s) URL like https://pve.example:8006", p.Endpoint)
+		e.add(pp+"endpoint", "%q is not an http(s) URL like https://pve.example:8006", p.Endpoint)
 	}
 	switch {
 	case p.Node == "":
-		e.add("provider.proxmox.node", "required: the Proxmox node to create VMs on")
+		e.add(pp+"node", "required: the Proxmox node to create VMs on")
 	case !isDNSLabel(strings.ToLower(p.Node)):
-		e.add("provider.proxmox.node", "%q is not a Proxmox node name", p.Node)
+		e.add(pp+"node", "%q is not a Proxmox node name (the short name pvecm nodes shows, not an FQDN)", p.Node)
 	}
-	switch {
-	case p.TokenID == "":
-		e.add("provider.proxmox.tokenID", "required: USER@REALM!TOKENNAME")
-	case !tokenIDPattern.MatchString(p.TokenID):
-		e.add("provider.proxmox.tokenID", "%q is not USER@REALM!TOKENNAME", p.TokenID)
-	}
-	if p.TokenSecretRef == "" {
-		e.add("provider.proxmox.tokenSecretRef", "required: env:NAME or sops:FILE#KEY")
-	} else if msg := checkSecretRef(p.TokenSecretRef); msg != "" {
-		e.add("provider.proxmox.tokenSecretRef", "%s", msg)
+	if p.Username != "" || p.PasswordRef != "" {
+		// Password login.
+		if p.TokenID != "" {
+			e.add(pp+"tokenID", "exclusive with username: log in with a token or a password, not both")
+		}
+		if p.TokenSecretRef != "" {
+			e.add(pp+"tokenSecretRef", "exclusive with username: log in with a token or a password, not both")
+		}
+		switch {
+		case p.Username == "":
+			e.add(pp+"username", "required with passwordRef: USER@REALM")
+		case !userIDPattern.MatchString(p.Username):
+			e.add(pp+"username", "%q is not USER@REALM", p.Username)
+		}
+		if p.PasswordRef == "" {
+			e.add(pp+"passwordRef", "required with username: env:NAME or sops:FILE#KEY")
+		} else if msg := checkSecretRef(p.PasswordRef); msg != "" {
+			e.add(pp+"passwordRef", "%s", msg)
+		}
+	} else {
+		switch {
+		case p.TokenID == "":
+			e.add(pp+"tokenID", "required: USER@REALM!TOKENNAME (or log in with username and passwordRef)")
+		case !tokenIDPattern.MatchString(p.TokenID):
+			e.add(pp+"tokenID", "%q is not USER@REALM!TOKENNAME", p.TokenID)
+		}
+		if p.TokenSecretRef == "" {
+			e.add(pp+"tokenSecretRef", "required: env:NAME or sops:FILE#KEY")
+		} else if msg := checkSecretRef(p.TokenSecretRef); msg != "" {
+			e.add(pp+"tokenSecretRef", "%s", msg)
+		}
 	}
 	if p.InsecureSkipVerify && p.CAFile != "" {
-		e.add("provider.proxmox.caFile", "exclusive with insecureSkipVerify")
+		e.add(pp+"caFile", "exclusive with insecureSkipVerify")
+	}
+	if p.Template != "" && !isDNSName(strings.ToLower(p.Template)) {
+		e.add(pp+"template", "%q is not a Proxmox VM name (letters, digits, '-' and '.')", p.Template)
+	}
+	switch p.CloneMode {
+	case CloneFull, CloneLinked:
+	case "":
+		e.add(pp+"cloneMode", "required: full or linked")
+	default:
+		e.add(pp+"cloneMode", "unknown clone mode %q: want full or linked", p.CloneMode)
+	}
+	if p.Storage != "" && !proxmoxIDPattern.MatchString(p.Storage) {
+		e.add(pp+"storage", "%q is not a Proxmox storage ID", p.Storage)
+	}
+	if p.Pool != "" && !proxmoxIDPattern.MatchString(p.Pool) {
+		e.add(pp+"pool", "%q is not a Proxmox pool ID", p.Pool)
+	}
+	switch b := p.Bridge; {
+	case b == "":
+		e.add(pp+"bridge", "required")
+	case len(b) > 15 || strings.ContainsAny(b, "/: \t\n"):
+		e.add(pp+"bridge", "%q is not a Linux bridge name", b)
+	}
+	switch {
+	case p.User == "":
+		e.add(pp+"user", "required")
+	case !unixUserPattern.MatchString(p.User):
+		e.add(pp+"user", "%q is not a user name (lowercase letters, digits, '_' and '-')", p.User)
+	}
+	for i, ns := range p.Nameservers {
+		if a, err := netip.ParseAddr(ns); err != nil || a.Zone() != "" {
+			e.add(fmt.Sprintf("%snameservers[%d]", pp, i), "%q is not an IP address", ns)
+		}
+	}
+	if p.SearchDomain != "" && !isDNSName(p.SearchDomain) {
+		e.add(pp+"searchDomain", "%q is not a DNS name", p.SearchDomain)
+	}
+	if p.CloneConcurrency < 1 || p.CloneConcurrency > 32 {
+		e.add(pp+"cloneConcurrency", "must be 1 to 32, got %d", p.CloneConcurrency)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"requestTimeout", p.RequestTimeout}, {"taskTimeout", p.TaskTimeout}, {"bootTimeout", p.BootTimeout}} {
+		if d.v < time.Second {
+			e.add(pp+d.field, "must be at least 1s, got %s", d.v)
+		}
 	}
 }
+
+// proxmoxReservedNames are cluster names the proxmox provider cannot tell
+// from its own VM tags (kthw;<cluster>;<role>).
+var proxmoxReservedNames = []string{"kthw", string(RoleControlPlane), string(RoleWorker)}
 
 // checkSecretRef returns what is wrong with a secret reference, or "".
 // The message never repeats the value, which may be a secret.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // want is one expected field error: its path and a part of its message.
@@ -121,6 +122,44 @@ func TestValidate(t *testing.T) {
 			c.Provider.Proxmox.CAFile = "/etc/pve-ca.pem"
 			c.Provider.Proxmox.InsecureSkipVerify = true
 		}, []want{{"provider.proxmox.caFile", "exclusive with insecureSkipVerify"}}},
+		{"proxmox password login", proxmoxCluster, func(c *Cluster) {
+			x := c.Provider.Proxmox
+			x.TokenID, x.TokenSecretRef, x.Username, x.PasswordRef = "", "", "kthw@pve", "env:PM_PASSWORD"
+		}, nil},
+		{"proxmox token and password", proxmoxCluster, func(c *Cluster) { c.Provider.Proxmox.Username = "kthw@pve" }, []want{
+			{"provider.proxmox.tokenID", "exclusive with username"},
+			{"provider.proxmox.tokenSecretRef", "exclusive with username"},
+			{"provider.proxmox.passwordRef", "required with username"},
+		}},
+		{"proxmox password without user", proxmoxCluster, func(c *Cluster) {
+			x := c.Provider.Proxmox
+			x.TokenID, x.TokenSecretRef, x.PasswordRef = "", "", "hunter2"
+		}, []want{{"provider.proxmox.username", "required with passwordRef"}, {"provider.proxmox.passwordRef", "not a secret reference"}}},
+		{"proxmox username bad", proxmoxCluster, func(c *Cluster) {
+			x := c.Provider.Proxmox
+			x.TokenID, x.TokenSecretRef, x.Username, x.PasswordRef = "", "", "root", "env:PW"
+		}, []want{{"provider.proxmox.username", "not USER@REALM"}}},
+		{"proxmox settings bad", proxmoxCluster, func(c *Cluster) {
+			x := c.Provider.Proxmox
+			x.Template, x.CloneMode, x.Storage, x.Pool, x.Bridge, x.User = "my template", "thin", "local lvm", "-pool", "vmbr0/1", "Root"
+			x.Nameservers, x.SearchDomain, x.CloneConcurrency = []string{"1.1.1.1", "dns.example"}, "not a domain!", 99
+			x.RequestTimeout, x.TaskTimeout, x.BootTimeout = time.Millisecond, -time.Second, 500*time.Millisecond
+		}, []want{
+			{"provider.proxmox.template", "not a Proxmox VM name"},
+			{"provider.proxmox.cloneMode", "unknown clone mode"},
+			{"provider.proxmox.storage", "not a Proxmox storage ID"},
+			{"provider.proxmox.pool", "not a Proxmox pool ID"},
+			{"provider.proxmox.bridge", "not a Linux bridge name"},
+			{"provider.proxmox.user", "not a user name"},
+			{"provider.proxmox.nameservers[1]", "not an IP address"},
+			{"provider.proxmox.searchDomain", "not a DNS name"},
+			{"provider.proxmox.cloneConcurrency", "must be 1 to 32"},
+			{"provider.proxmox.requestTimeout", "at least 1s"},
+			{"provider.proxmox.taskTimeout", "at least 1s"},
+			{"provider.proxmox.bootTimeout", "at least 1s"},
+		}},
+		{"proxmox cluster named like a tag", proxmoxCluster, func(c *Cluster) { c.Name = "worker" }, []want{{"name", "VM tags"}}},
+		{"local cluster may be named worker", nil, func(c *Cluster) { c.Name = "worker" }, nil},
 
 		{"nodeCIDR malformed", nil, func(c *Cluster) { c.Network.NodeCIDR = "10.200.0.0" }, []want{{"network.nodeCIDR", "not a CIDR prefix"}}},
 		{"nodeCIDR missing", nil, func(c *Cluster) { c.Network.NodeCIDR = "" }, []want{{"network.nodeCIDR", "required"}}},

@@ -121,6 +121,9 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) 
 	if err := writeNodeFiles(root, files); err != nil {
 		return fail(fmt.Errorf("start node %s: %w", spec.Name, err))
 	}
+	if err := writeUsers(root, spec.Users); err != nil {
+		return fail(fmt.Errorf("start node %s: %w", spec.Name, err))
+	}
 	if err := writeRecord(dir, rec); err != nil {
 		return fail(err)
 	}

@@ -32,6 +32,8 @@ type NodeSpec struct {
 	HostKey []byte
 	// AuthorizedKeys is written to /root/.ssh/authorized_keys.
 	AuthorizedKeys []byte
+	// Users are login users besides root (e.g. a cloud image's default user with sudo).
+	Users []User
 }
 
 func (s *NodeSpec) setDefaults() {
@@ -66,6 +68,9 @@ func (s *NodeSpec) validate() (ssh.PublicKey, error) {
 		bad("authorizedKeys", "empty")
 	} else if _, _, _, _, err := ssh.ParseAuthorizedKey(s.AuthorizedKeys); err != nil {
 		bad("authorizedKeys", "%v", err)
+	}
+	for _, msg := range validateUsers(s.Users) {
+		errs = append(errs, fmt.Errorf("node %q: %s", s.Name, msg))
 	}
 	return pub, errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -188,4 +189,32 @@ func putNode(tx *bolt.Tx, n Node, now time.Time) error {
 		return fmt.Errorf("encode node: %w", err)
 	}
 	return b.Put([]byte(n.Name), data)
+}
+
+// ProviderID returns the provider's identifier recorded for the node called
+// name; "" when there is none or no such node.
+func (s *Store) ProviderID(ctx context.Context, name string) (string, error) {
+	n, err := s.GetNode(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return n.ProviderID, nil
+}
+
+// SetProviderID records the provider's identifier of the node called name
+// (a VMID allocated before the VM is created, say); "" clears it. A node
+// without a record is left alone: the cluster verbs record every node's
+// intent before its provider makes it.
+func (s *Store) SetProviderID(ctx context.Context, name, id string) error {
+	err := s.UpdateNode(ctx, name, func(n *Node) error {
+		n.ProviderID = id
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }

@@ -6,6 +6,7 @@
 //	<dir>/id_ed25519     controller key for provider-made nodes (0600)
 //	<dir>/id_ed25519.pub
 //	<dir>/known_hosts    pinned host keys (0600)
+//	<dir>/etcd-snapshots/<node>/  etcd snapshots pulled back from nodes (0700; files 0600)
 package workspace
 
 import (
@@ -31,6 +32,8 @@ import (
 const (
 	KeyFile        = "id_ed25519"
 	KnownHostsFile = "known_hosts"
+	// EtcdSnapshotsDir holds the etcd snapshots pulled back from nodes.
+	EtcdSnapshotsDir = "etcd-snapshots"
 )
 
 // Workspace is an open, locked workspace.
@@ -66,6 +69,10 @@ func (w *Workspace) Close() error { return w.State.Close() }
 
 // KeyPath is the controller's private key file.
 func (w *Workspace) KeyPath() string { return filepath.Join(w.Dir, KeyFile) }
+
+// EtcdSnapshotsPath is the directory of etcd snapshots pulled back from
+// the nodes (see controller/etcd.Store).
+func (w *Workspace) EtcdSnapshotsPath() string { return filepath.Join(w.Dir, EtcdSnapshotsDir) }
 
 // KnownHostsPath is the workspace's known_hosts file.
 func (w *Workspace) KnownHostsPath() string { return filepath.Join(w.Dir, KnownHostsFile) }

@@ -180,6 +180,10 @@ func (c *Cluster) Reconnect(t testing.TB, nd *Node) {
 	nd.Conn = conn
 }
 
+// Workspace is the workspace the cluster's nodes are pinned in (its key
+// and known_hosts reach them), for tests that drive cluster verbs.
+func (c *Cluster) Workspace() *workspace.Workspace { return c.ws }
+
 // Exec runs a shell command on the node over SSH as root and returns its
 // stdout; a failure fails the test.
 func (c *Cluster) Exec(t testing.TB, nd *Node, cmd string) string {

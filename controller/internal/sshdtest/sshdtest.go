@@ -26,6 +26,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -281,9 +282,17 @@ func (s *Server) start() error {
 			return fmt.Errorf("sshd exited: %v", cmd.ProcessState)
 		default:
 		}
+		// Ready means sshd answers with its banner, not just that the
+		// port accepts: under load a fresh sshd may accept before it
+		// serves.
 		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			banner := make([]byte, 4)
+			_, rerr := io.ReadFull(c, banner)
 			c.Close()
-			return nil
+			if rerr == nil && string(banner) == "SSH-" {
+				return nil
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -16,7 +16,9 @@ type VMState struct {
 	// digest); Pending holds what a running VM takes at its next start.
 	Config  map[string]string
 	Pending map[string]string
-	Running bool
+	// PendingDelete lists the keys a running VM deletes at its next start.
+	PendingDelete []string
+	Running       bool
 	// Template and Lock mirror the "template" and "lock" keys.
 	Template bool
 	Lock     string
@@ -64,9 +66,11 @@ func (s *Server) VMs() []VMState {
 func (s *Server) vmState(v *vm) VMState {
 	g := v.guest
 	g.Interfaces = slices.Clone(g.Interfaces)
+	g.Files = maps.Clone(g.Files)
 	return VMState{
 		VMID: v.id, Node: v.node, Config: cloneMap(v.conf), Pending: cloneMap(v.pending),
-		Running: v.running, Template: v.isTemplate(), Lock: v.conf["lock"], Pool: v.pool,
+		PendingDelete: slices.Clone(v.pendingDel),
+		Running:       v.running, Template: v.isTemplate(), Lock: v.conf["lock"], Pool: v.pool,
 		Guest: g, Foreign: s.stolen[v.id],
 	}
 }

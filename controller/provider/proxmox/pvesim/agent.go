@@ -1,7 +1,9 @@
 package pvesim
 
 import (
+	"encoding/base64"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,6 +64,9 @@ func (s *Server) agentCmd(cmd string) func(*request) (any, error) {
 				{"name": "guest-network-get-interfaces", "enabled": true, "success-response": true},
 				{"name": "guest-get-osinfo", "enabled": true, "success-response": true},
 				{"name": "guest-get-host-name", "enabled": true, "success-response": true},
+				{"name": "guest-file-open", "enabled": !s.faults.AgentFileReadBlocked, "success-response": true},
+				{"name": "guest-file-read", "enabled": !s.faults.AgentFileReadBlocked, "success-response": true},
+				{"name": "guest-file-close", "enabled": !s.faults.AgentFileReadBlocked, "success-response": true},
 			}}
 		case "get-time":
 			res = time.Now().UnixNano()
@@ -113,4 +118,71 @@ func stats(n int) map[string]any {
 		"rx-bytes": 1_024_000 * n, "rx-dropped": 0, "rx-errs": 0, "rx-packets": 900 * n,
 		"tx-bytes": 512_000 * n, "tx-dropped": 0, "tx-errs": 0, "tx-packets": 700 * n,
 	}
+}
+
+// maxFileRead is qemu-server's $MAX_READ_SIZE for agent/file-read.
+const maxFileRead = 16 << 20
+
+// agentFileRead is GET .../agent/file-read?file=PATH (qemu-server's
+// PVE::API2::Qemu::Agent file-read): the guest agent opens the file
+// (guest-file-open), reads it in chunks (guest-file-read) up to 16 MiB and
+// closes it. The answer is {"content": ..., "bytes-read": N} plus
+// "truncated": 1 when the reads did not reach the end of the file. A file
+// the guest does not have fails as the agent's open does: 500 "Agent
+// error: Failed to open file '<path>': No such file or directory".
+// count, offset and decode (base64 content) exist from Proxmox VE 9 on;
+// earlier versions refuse them as parameters not in the schema.
+func (s *Server) agentFileRead(req *request) (any, error) {
+	specs := map[string]pspec{"file": {typ: tString}}
+	if s.pveMajor >= 9 {
+		specs["count"] = pspec{typ: tInt, optional: true, min: bound(1), max: bound(maxFileRead)}
+		specs["offset"] = pspec{typ: tInt, optional: true, min: bound(0)}
+		specs["decode"] = pspec{typ: tBool, optional: true}
+	}
+	if err := validate(req.params, specs); err != nil {
+		return nil, err
+	}
+	count, offset, decode := maxFileRead, 0, true
+	if v, ok := req.param("count"); ok {
+		count, _ = strconv.Atoi(v)
+	}
+	if v, ok := req.param("offset"); ok {
+		offset, _ = strconv.Atoi(v)
+	}
+	if _, ok := req.param("decode"); ok {
+		decode = req.boolean("decode")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, err := s.agentVM(req)
+	if err != nil {
+		return nil, err
+	}
+	file := req.str("file")
+	if s.faults.AgentFileReadBlocked {
+		// qemu-ga started with --block-rpcs=guest-file-open,...
+		return nil, die("Agent error: Command guest-file-open has been disabled")
+	}
+	content, ok := v.guest.Files[file]
+	if !ok {
+		return nil, die("Agent error: Failed to open file '%s': No such file or directory", file)
+	}
+	data := []byte(content)
+	data = data[min(offset, len(data)):]
+	// qemu-server reads chunks until count bytes are read or a read
+	// reports EOF, which qemu-ga does only for a read that came up short:
+	// reading exactly what is left does not reach EOF.
+	n := min(count, len(data))
+	eof := len(data) < count
+	data = data[:n]
+	out := map[string]any{"bytes-read": n}
+	if decode {
+		out["content"] = string(data)
+	} else {
+		out["content"] = base64.StdEncoding.EncodeToString(data)
+	}
+	if !eof {
+		out["truncated"] = 1
+	}
+	return out, nil
 }

@@ -2,10 +2,15 @@ package pvesim
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Backend is what a started VM runs on. The simulator calls Start when a
@@ -55,6 +60,24 @@ type GuestInfo struct {
 	Interfaces []GuestInterface
 	// Hostname for get-host-name; empty means the VM name.
 	Hostname string
+	// Files the agent can read (agent/file-read), by absolute path; a
+	// path not here fails as a missing file does.
+	Files map[string]string
+}
+
+// Files a cloud-init guest has once it booted, which kthw's provider reads
+// through the guest agent.
+const (
+	// BootFinishedFile is written by cloud-init's last stage.
+	BootFinishedFile = "/var/lib/cloud/instance/boot-finished"
+	// HostKeyFile is the guest's SSH ed25519 host public key.
+	HostKeyFile = "/etc/ssh/ssh_host_ed25519_key.pub"
+)
+
+// BootFinished renders boot-finished as cloud-init writes it:
+// "<uptime> - <RFC 2822 date> - v. <version>".
+func BootFinished(uptime time.Duration, at time.Time) string {
+	return fmt.Sprintf("%.2f - %s - v. 22.4.2\n", uptime.Seconds(), at.UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
 }
 
 // GuestInterface is one NIC as network-get-interfaces reports it.
@@ -67,8 +90,10 @@ type GuestInterface struct {
 
 // DefaultBackend reports the ipconfig0 address (or, for ip=dhcp, an address
 // from 10.99.0.0/16 derived from the VMID) on "ens18" with net0's MAC in
-// lower case, plus the IPv6 link-local address a real guest has. It boots
-// nothing.
+// lower case, plus the IPv6 link-local address a real guest has. Its agent
+// reads cloud-init's boot-finished and an SSH host public key derived from
+// the VM's smbios1 uuid (stable across restarts, new for every clone, as
+// the keys a guest generates on its first boot). It boots nothing.
 type DefaultBackend struct{}
 
 var _ Backend = DefaultBackend{}
@@ -86,7 +111,27 @@ func (DefaultBackend) Start(_ context.Context, vm VMInfo) (GuestInfo, error) {
 	if ll, ok := linkLocal(vm.MAC); ok {
 		gi.Addresses = append(gi.Addresses, ll)
 	}
-	return GuestInfo{Interfaces: []GuestInterface{gi}}, nil
+	files := map[string]string{BootFinishedFile: BootFinished(3*time.Second, time.Now())}
+	if pub, err := DefaultHostKey(vm); err == nil {
+		files[HostKeyFile] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " root@" + hostLabel(vm.Name) + "\n"
+	}
+	return GuestInfo{Interfaces: []GuestInterface{gi}, Files: files}, nil
+}
+
+// DefaultHostKey is the SSH host key DefaultBackend's guests have: derived
+// from the VM's smbios1 uuid and VMID.
+func DefaultHostKey(vm VMInfo) (ssh.PublicKey, error) {
+	uuid, _ := parseProps(vm.Config["smbios1"]).get("uuid")
+	seed := sha256.Sum256([]byte(fmt.Sprintf("pvesim host key %d %s", vm.VMID, uuid)))
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	return ssh.NewPublicKey(priv.Public())
+}
+
+// hostLabel is the host name a guest derives from the VM name: its first
+// label.
+func hostLabel(name string) string {
+	h, _, _ := strings.Cut(name, ".")
+	return h
 }
 
 // Stop implements Backend.

@@ -283,6 +283,13 @@ func (s *Server) applyConfig(v *vm, params map[string]string, dels []string, log
 		}
 		return true
 	}
+	if !v.running {
+		// qemu-server writes every change to the pending section and, for
+		// a VM that does not run, applies the whole pending section
+		// (vmconfig_apply_pending): changes left pending while it ran take
+		// effect now, and a new value replaces a pending one.
+		v.applyPending()
+	}
 	newConf := v.currentConfig()
 	for _, k := range dels {
 		if _, ok := newConf[k]; !ok {

@@ -35,6 +35,10 @@ type Faults struct {
 	// running"); AgentMissingVMs does so for some VMs only.
 	AgentMissing    bool  `json:"agent_missing,omitempty"`
 	AgentMissingVMs []int `json:"agent_missing_vms,omitempty"`
+	// AgentFileReadBlocked makes agent/file-read fail the way a guest
+	// agent started with --block-rpcs=guest-file-open does: 500 "Agent
+	// error: Command guest-file-open has been disabled".
+	AgentFileReadBlocked bool `json:"agent_file_read_blocked,omitempty"`
 	// AgentDelay, when set, replaces Config.AgentDelay for VMs started
 	// from now on (a slow guest). Nanoseconds in JSON.
 	AgentDelay time.Duration `json:"agent_delay,omitempty"`

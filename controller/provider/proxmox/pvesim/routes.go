@@ -73,6 +73,7 @@ func (s *Server) buildRoutes() []*route {
 		{"GET", q + "/agent/get-host-name", s.agentCmd("get-host-name"), vmPerm("VM.GuestAgent.Audit")},
 		{"GET", q + "/agent/info", s.agentCmd("info"), vmPerm("VM.GuestAgent.Audit")},
 		{"GET", q + "/agent/get-time", s.agentCmd("get-time"), vmPerm("VM.GuestAgent.Audit")},
+		{"GET", q + "/agent/file-read", s.agentFileRead, vmPerm("VM.GuestAgent.FileRead")},
 	}
 	out := make([]*route, 0, len(table))
 	for _, e := range table {

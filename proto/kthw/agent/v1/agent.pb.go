@@ -70,7 +70,7 @@ func (x PackagesModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PackagesModule_State.Descriptor instead.
 func (PackagesModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17, 0}
 }
 
 type RepositoryModule_State int32
@@ -116,7 +116,7 @@ func (x RepositoryModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RepositoryModule_State.Descriptor instead.
 func (RepositoryModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type SystemdUnitModule_State int32
@@ -169,7 +169,7 @@ func (x SystemdUnitModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SystemdUnitModule_State.Descriptor instead.
 func (SystemdUnitModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23, 0}
 }
 
 type FileModule_State int32
@@ -215,7 +215,7 @@ func (x FileModule_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileModule_State.Descriptor instead.
 func (FileModule_State) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27, 0}
 }
 
 type LogLine_Stream int32
@@ -264,7 +264,7 @@ func (x LogLine_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogLine_Stream.Descriptor instead.
 func (LogLine_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28, 0}
 }
 
 type HandshakeRequest struct {
@@ -909,6 +909,8 @@ type RunModuleRequest struct {
 	//	*RunModuleRequest_KubernetesPackages
 	//	*RunModuleRequest_Firewall
 	//	*RunModuleRequest_Selinux
+	//	*RunModuleRequest_EtcdSnapshot
+	//	*RunModuleRequest_EtcdRestore
 	Module        isRunModuleRequest_Module `protobuf_oneof:"module"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1082,6 +1084,24 @@ func (x *RunModuleRequest) GetSelinux() *SELinuxModule {
 	return nil
 }
 
+func (x *RunModuleRequest) GetEtcdSnapshot() *EtcdSnapshotModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_EtcdSnapshot); ok {
+			return x.EtcdSnapshot
+		}
+	}
+	return nil
+}
+
+func (x *RunModuleRequest) GetEtcdRestore() *EtcdRestoreModule {
+	if x != nil {
+		if x, ok := x.Module.(*RunModuleRequest_EtcdRestore); ok {
+			return x.EtcdRestore
+		}
+	}
+	return nil
+}
+
 type isRunModuleRequest_Module interface {
 	isRunModuleRequest_Module()
 }
@@ -1135,7 +1155,15 @@ type RunModuleRequest_Firewall struct {
 }
 
 type RunModuleRequest_Selinux struct {
-	Selinux *SELinuxModule `protobuf:"bytes,22,opt,name=selinux,proto3,oneof"` // 23-29 are reserved for the etcd modules.
+	Selinux *SELinuxModule `protobuf:"bytes,22,opt,name=selinux,proto3,oneof"`
+}
+
+type RunModuleRequest_EtcdSnapshot struct {
+	EtcdSnapshot *EtcdSnapshotModule `protobuf:"bytes,23,opt,name=etcd_snapshot,json=etcdSnapshot,proto3,oneof"`
+}
+
+type RunModuleRequest_EtcdRestore struct {
+	EtcdRestore *EtcdRestoreModule `protobuf:"bytes,24,opt,name=etcd_restore,json=etcdRestore,proto3,oneof"` // 25-29 are reserved for more etcd modules.
 }
 
 func (*RunModuleRequest_Command) isRunModuleRequest_Module() {}
@@ -1164,6 +1192,426 @@ func (*RunModuleRequest_Firewall) isRunModuleRequest_Module() {}
 
 func (*RunModuleRequest_Selinux) isRunModuleRequest_Module() {}
 
+func (*RunModuleRequest_EtcdSnapshot) isRunModuleRequest_Module() {}
+
+func (*RunModuleRequest_EtcdRestore) isRunModuleRequest_Module() {}
+
+// EtcdEndpoint is how the agent reaches the node's etcd: one client URL
+// and kubeadm's etcd client certificates. Empty fields take kubeadm's
+// defaults: https://127.0.0.1:2379, /etc/kubernetes/pki/etcd/ca.crt and
+// healthcheck-client.crt/.key (server.crt/.key when those are missing).
+type EtcdEndpoint struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Url    string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	CaCert string                 `protobuf:"bytes,2,opt,name=ca_cert,json=caCert,proto3" json:"ca_cert,omitempty"`
+	Cert   string                 `protobuf:"bytes,3,opt,name=cert,proto3" json:"cert,omitempty"`
+	Key    string                 `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	// Time limit to connect and for each call but the snapshot stream;
+	// 0 means 5 s.
+	DialTimeoutSeconds int64 `protobuf:"varint,5,opt,name=dial_timeout_seconds,json=dialTimeoutSeconds,proto3" json:"dial_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *EtcdEndpoint) Reset() {
+	*x = EtcdEndpoint{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdEndpoint) ProtoMessage() {}
+
+func (x *EtcdEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdEndpoint.ProtoReflect.Descriptor instead.
+func (*EtcdEndpoint) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EtcdEndpoint) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *EtcdEndpoint) GetCaCert() string {
+	if x != nil {
+		return x.CaCert
+	}
+	return ""
+}
+
+func (x *EtcdEndpoint) GetCert() string {
+	if x != nil {
+		return x.Cert
+	}
+	return ""
+}
+
+func (x *EtcdEndpoint) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *EtcdEndpoint) GetDialTimeoutSeconds() int64 {
+	if x != nil {
+		return x.DialTimeoutSeconds
+	}
+	return 0
+}
+
+// EtcdSnapshotModule saves a snapshot of the node's etcd member into a
+// directory on the node, following etcd's client/v3/snapshot discipline
+// (one endpoint, a .part file, etcd's sha256 trailer checked, fsync,
+// rename), writes a manifest next to it and keeps the newest `keep`
+// snapshots. Check only asks etcd what it would save. Apply always takes a
+// new snapshot; its result's output is the EtcdSnapshotManifest.
+type EtcdSnapshotModule struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint *EtcdEndpoint          `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Default /var/lib/kthw/etcd-snapshots (created 0700; files 0600).
+	Dir string `protobuf:"bytes,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Snapshots to keep in dir, the new one included; 0 keeps all.
+	Keep          int32 `protobuf:"varint,3,opt,name=keep,proto3" json:"keep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EtcdSnapshotModule) Reset() {
+	*x = EtcdSnapshotModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdSnapshotModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdSnapshotModule) ProtoMessage() {}
+
+func (x *EtcdSnapshotModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdSnapshotModule.ProtoReflect.Descriptor instead.
+func (*EtcdSnapshotModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EtcdSnapshotModule) GetEndpoint() *EtcdEndpoint {
+	if x != nil {
+		return x.Endpoint
+	}
+	return nil
+}
+
+func (x *EtcdSnapshotModule) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotModule) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+// EtcdSnapshotManifest describes one snapshot file. It is stored next to
+// the snapshot as <name>.json (protojson) and returned by the snapshot
+// module.
+type EtcdSnapshotManifest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// File name of the snapshot, e.g. etcd-snapshot-20260102T150405Z.db.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When the snapshot was taken, RFC 3339 in UTC.
+	Time string `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Host name of the node that saved it.
+	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// Client URL it was saved from.
+	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The member that served it, hex IDs as etcdctl prints them.
+	MemberId   string `protobuf:"bytes,5,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	MemberName string `protobuf:"bytes,6,opt,name=member_name,json=memberName,proto3" json:"member_name,omitempty"`
+	ClusterId  string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The store's revision at the snapshot.
+	Revision int64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The server's version (Status), e.g. 3.6.16.
+	EtcdVersion string `protobuf:"bytes,9,opt,name=etcd_version,json=etcdVersion,proto3" json:"etcd_version,omitempty"`
+	// The snapshot's storage version from the stream; etcd < 3.6 sends none.
+	StorageVersion string `protobuf:"bytes,10,opt,name=storage_version,json=storageVersion,proto3" json:"storage_version,omitempty"`
+	// Size and sha256 of the whole file, etcd's own sha256 trailer included.
+	Size          int64  `protobuf:"varint,11,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string `protobuf:"bytes,12,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EtcdSnapshotManifest) Reset() {
+	*x = EtcdSnapshotManifest{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdSnapshotManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdSnapshotManifest) ProtoMessage() {}
+
+func (x *EtcdSnapshotManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdSnapshotManifest.ProtoReflect.Descriptor instead.
+func (*EtcdSnapshotManifest) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EtcdSnapshotManifest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetTime() string {
+	if x != nil {
+		return x.Time
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetMemberName() string {
+	if x != nil {
+		return x.MemberName
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *EtcdSnapshotManifest) GetEtcdVersion() string {
+	if x != nil {
+		return x.EtcdVersion
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetStorageVersion() string {
+	if x != nil {
+		return x.StorageVersion
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotManifest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *EtcdSnapshotManifest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// EtcdRestoreModule switches kubeadm's stacked etcd on this node to a data
+// directory restored from a snapshot, following kubeadm's procedure: the
+// etcd and kube-apiserver static-pod manifests are moved out of the
+// manifest directory (the kubelet stops both pods), the restored data
+// directory is put next to the old one, the etcd manifest's etcd-data
+// hostPath is pointed at it, and the manifests are moved back (etcd
+// first). The old data directory is left alone. The controller restores
+// the snapshot with etcdutl's library and sends the data directory as a
+// blob, so the agent links no etcd server code.
+type EtcdRestoreModule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sha256 of a stored blob: the restored data directory as a gzip'd tar
+	// of regular files and directories (member/snap/db, member/wal/...).
+	DataBlobSha256 string `protobuf:"bytes,1,opt,name=data_blob_sha256,json=dataBlobSha256,proto3" json:"data_blob_sha256,omitempty"`
+	// Absolute path of the new data directory; it must not exist yet.
+	DataDir string `protobuf:"bytes,2,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"`
+	// The static-pod manifest directory; default /etc/kubernetes/manifests.
+	ManifestDir string `protobuf:"bytes,3,opt,name=manifest_dir,json=manifestDir,proto3" json:"manifest_dir,omitempty"`
+	// The etcd manifest to install (the node's etcd.yaml with the etcd-data
+	// hostPath pointing at data_dir).
+	EtcdManifest []byte `protobuf:"bytes,4,opt,name=etcd_manifest,json=etcdManifest,proto3" json:"etcd_manifest,omitempty"`
+	// sha256 of the etcd.yaml the controller rewrote: the module refuses a
+	// node whose etcd.yaml changed since.
+	EtcdManifestSha256 string `protobuf:"bytes,5,opt,name=etcd_manifest_sha256,json=etcdManifestSha256,proto3" json:"etcd_manifest_sha256,omitempty"`
+	// Where the manifests wait while etcd is down; default
+	// <manifest_dir>/../kthw-etcd-restore.
+	HoldingDir string `protobuf:"bytes,6,opt,name=holding_dir,json=holdingDir,proto3" json:"holding_dir,omitempty"`
+	// host:port the module watches until etcd stopped listening; default
+	// 127.0.0.1:2379.
+	Endpoint string `protobuf:"bytes,7,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// How long to wait for etcd to stop; 0 means 120 s.
+	StopTimeoutSeconds int64 `protobuf:"varint,8,opt,name=stop_timeout_seconds,json=stopTimeoutSeconds,proto3" json:"stop_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *EtcdRestoreModule) Reset() {
+	*x = EtcdRestoreModule{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdRestoreModule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdRestoreModule) ProtoMessage() {}
+
+func (x *EtcdRestoreModule) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdRestoreModule.ProtoReflect.Descriptor instead.
+func (*EtcdRestoreModule) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EtcdRestoreModule) GetDataBlobSha256() string {
+	if x != nil {
+		return x.DataBlobSha256
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetDataDir() string {
+	if x != nil {
+		return x.DataDir
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetManifestDir() string {
+	if x != nil {
+		return x.ManifestDir
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetEtcdManifest() []byte {
+	if x != nil {
+		return x.EtcdManifest
+	}
+	return nil
+}
+
+func (x *EtcdRestoreModule) GetEtcdManifestSha256() string {
+	if x != nil {
+		return x.EtcdManifestSha256
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetHoldingDir() string {
+	if x != nil {
+		return x.HoldingDir
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EtcdRestoreModule) GetStopTimeoutSeconds() int64 {
+	if x != nil {
+		return x.StopTimeoutSeconds
+	}
+	return 0
+}
+
 // FirewallModule opens ports in the node's host firewall (ufw or
 // firewalld). A node whose firewall is not installed or not running is left
 // alone and says so; nothing is installed or enabled.
@@ -1178,7 +1626,7 @@ type FirewallModule struct {
 
 func (x *FirewallModule) Reset() {
 	*x = FirewallModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1638,7 @@ func (x *FirewallModule) String() string {
 func (*FirewallModule) ProtoMessage() {}
 
 func (x *FirewallModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1651,7 @@ func (x *FirewallModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallModule.ProtoReflect.Descriptor instead.
 func (*FirewallModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FirewallModule) GetTool() string {
@@ -1233,7 +1681,7 @@ type SELinuxModule struct {
 
 func (x *SELinuxModule) Reset() {
 	*x = SELinuxModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1693,7 @@ func (x *SELinuxModule) String() string {
 func (*SELinuxModule) ProtoMessage() {}
 
 func (x *SELinuxModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1706,7 @@ func (x *SELinuxModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SELinuxModule.ProtoReflect.Descriptor instead.
 func (*SELinuxModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SELinuxModule) GetMode() string {
@@ -1281,7 +1729,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1741,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1754,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Package) GetName() string {
@@ -1343,7 +1791,7 @@ type PackagesModule struct {
 
 func (x *PackagesModule) Reset() {
 	*x = PackagesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1803,7 @@ func (x *PackagesModule) String() string {
 func (*PackagesModule) ProtoMessage() {}
 
 func (x *PackagesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1816,7 @@ func (x *PackagesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackagesModule.ProtoReflect.Descriptor instead.
 func (*PackagesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PackagesModule) GetPackages() []*Package {
@@ -1430,7 +1878,7 @@ type RepositoryModule struct {
 
 func (x *RepositoryModule) Reset() {
 	*x = RepositoryModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1890,7 @@ func (x *RepositoryModule) String() string {
 func (*RepositoryModule) ProtoMessage() {}
 
 func (x *RepositoryModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1903,7 @@ func (x *RepositoryModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepositoryModule.ProtoReflect.Descriptor instead.
 func (*RepositoryModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RepositoryModule) GetName() string {
@@ -1528,7 +1976,7 @@ type SysctlModule struct {
 
 func (x *SysctlModule) Reset() {
 	*x = SysctlModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1988,7 @@ func (x *SysctlModule) String() string {
 func (*SysctlModule) ProtoMessage() {}
 
 func (x *SysctlModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +2001,7 @@ func (x *SysctlModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysctlModule.ProtoReflect.Descriptor instead.
 func (*SysctlModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SysctlModule) GetValues() map[string]string {
@@ -1583,7 +2031,7 @@ type KernelModulesModule struct {
 
 func (x *KernelModulesModule) Reset() {
 	*x = KernelModulesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +2043,7 @@ func (x *KernelModulesModule) String() string {
 func (*KernelModulesModule) ProtoMessage() {}
 
 func (x *KernelModulesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +2056,7 @@ func (x *KernelModulesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelModulesModule.ProtoReflect.Descriptor instead.
 func (*KernelModulesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KernelModulesModule) GetNames() []string {
@@ -1635,7 +2083,7 @@ type SwapModule struct {
 
 func (x *SwapModule) Reset() {
 	*x = SwapModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2095,7 @@ func (x *SwapModule) String() string {
 func (*SwapModule) ProtoMessage() {}
 
 func (x *SwapModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2108,7 @@ func (x *SwapModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapModule.ProtoReflect.Descriptor instead.
 func (*SwapModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 // HostnameModule sets the host name and manages kthw's block in /etc/hosts.
@@ -1675,7 +2123,7 @@ type HostnameModule struct {
 
 func (x *HostnameModule) Reset() {
 	*x = HostnameModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +2135,7 @@ func (x *HostnameModule) String() string {
 func (*HostnameModule) ProtoMessage() {}
 
 func (x *HostnameModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +2148,7 @@ func (x *HostnameModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostnameModule.ProtoReflect.Descriptor instead.
 func (*HostnameModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HostnameModule) GetHostname() string {
@@ -1739,7 +2187,7 @@ type SystemdUnitModule struct {
 
 func (x *SystemdUnitModule) Reset() {
 	*x = SystemdUnitModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +2199,7 @@ func (x *SystemdUnitModule) String() string {
 func (*SystemdUnitModule) ProtoMessage() {}
 
 func (x *SystemdUnitModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +2212,7 @@ func (x *SystemdUnitModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemdUnitModule.ProtoReflect.Descriptor instead.
 func (*SystemdUnitModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SystemdUnitModule) GetName() string {
@@ -1832,7 +2280,7 @@ type ContainerdModule struct {
 
 func (x *ContainerdModule) Reset() {
 	*x = ContainerdModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2292,7 @@ func (x *ContainerdModule) String() string {
 func (*ContainerdModule) ProtoMessage() {}
 
 func (x *ContainerdModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2305,7 @@ func (x *ContainerdModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerdModule.ProtoReflect.Descriptor instead.
 func (*ContainerdModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ContainerdModule) GetPackages() []*Package {
@@ -1924,7 +2372,7 @@ type KubernetesPackagesModule struct {
 
 func (x *KubernetesPackagesModule) Reset() {
 	*x = KubernetesPackagesModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2384,7 @@ func (x *KubernetesPackagesModule) String() string {
 func (*KubernetesPackagesModule) ProtoMessage() {}
 
 func (x *KubernetesPackagesModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2397,7 @@ func (x *KubernetesPackagesModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KubernetesPackagesModule.ProtoReflect.Descriptor instead.
 func (*KubernetesPackagesModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KubernetesPackagesModule) GetVersion() string {
@@ -1992,7 +2440,7 @@ type CommandModule struct {
 
 func (x *CommandModule) Reset() {
 	*x = CommandModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2452,7 @@ func (x *CommandModule) String() string {
 func (*CommandModule) ProtoMessage() {}
 
 func (x *CommandModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2465,7 @@ func (x *CommandModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandModule.ProtoReflect.Descriptor instead.
 func (*CommandModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommandModule) GetArgv() []string {
@@ -2087,7 +2535,7 @@ type FileModule struct {
 
 func (x *FileModule) Reset() {
 	*x = FileModule{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2547,7 @@ func (x *FileModule) String() string {
 func (*FileModule) ProtoMessage() {}
 
 func (x *FileModule) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2560,7 @@ func (x *FileModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileModule.ProtoReflect.Descriptor instead.
 func (*FileModule) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FileModule) GetPath() string {
@@ -2208,7 +2656,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2668,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2681,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogLine) GetStream() LogLine_Stream {
@@ -2261,7 +2709,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2721,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2734,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -2321,13 +2769,19 @@ type ModuleResult struct {
 	ExitCode int32 `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// Why the module did nothing, e.g. "creates: /x exists".
 	SkippedReason string `protobuf:"bytes,5,opt,name=skipped_reason,json=skippedReason,proto3" json:"skipped_reason,omitempty"`
+	// What a module made, for modules that make something.
+	//
+	// Types that are valid to be assigned to Output:
+	//
+	//	*ModuleResult_EtcdSnapshot
+	Output        isModuleResult_Output `protobuf_oneof:"output"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModuleResult) Reset() {
 	*x = ModuleResult{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2793,7 @@ func (x *ModuleResult) String() string {
 func (*ModuleResult) ProtoMessage() {}
 
 func (x *ModuleResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2806,7 @@ func (x *ModuleResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleResult.ProtoReflect.Descriptor instead.
 func (*ModuleResult) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ModuleResult) GetChanged() bool {
@@ -2390,6 +2844,32 @@ func (x *ModuleResult) GetSkippedReason() string {
 	return ""
 }
 
+func (x *ModuleResult) GetOutput() isModuleResult_Output {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+func (x *ModuleResult) GetEtcdSnapshot() *EtcdSnapshotManifest {
+	if x != nil {
+		if x, ok := x.Output.(*ModuleResult_EtcdSnapshot); ok {
+			return x.EtcdSnapshot
+		}
+	}
+	return nil
+}
+
+type isModuleResult_Output interface {
+	isModuleResult_Output()
+}
+
+type ModuleResult_EtcdSnapshot struct {
+	EtcdSnapshot *EtcdSnapshotManifest `protobuf:"bytes,6,opt,name=etcd_snapshot,json=etcdSnapshot,proto3,oneof"`
+}
+
+func (*ModuleResult_EtcdSnapshot) isModuleResult_Output() {}
+
 type RunModuleEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -2404,7 +2884,7 @@ type RunModuleEvent struct {
 
 func (x *RunModuleEvent) Reset() {
 	*x = RunModuleEvent{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2896,7 @@ func (x *RunModuleEvent) String() string {
 func (*RunModuleEvent) ProtoMessage() {}
 
 func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2909,7 @@ func (x *RunModuleEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunModuleEvent.ProtoReflect.Descriptor instead.
 func (*RunModuleEvent) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RunModuleEvent) GetEvent() isRunModuleEvent_Event {
@@ -2498,7 +2978,7 @@ type BlobHeader struct {
 
 func (x *BlobHeader) Reset() {
 	*x = BlobHeader{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2990,7 @@ func (x *BlobHeader) String() string {
 func (*BlobHeader) ProtoMessage() {}
 
 func (x *BlobHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +3003,7 @@ func (x *BlobHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlobHeader.ProtoReflect.Descriptor instead.
 func (*BlobHeader) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BlobHeader) GetSha256() string {
@@ -2553,7 +3033,7 @@ type PutBlobRequest struct {
 
 func (x *PutBlobRequest) Reset() {
 	*x = PutBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +3045,7 @@ func (x *PutBlobRequest) String() string {
 func (*PutBlobRequest) ProtoMessage() {}
 
 func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +3058,7 @@ func (x *PutBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobRequest.ProtoReflect.Descriptor instead.
 func (*PutBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PutBlobRequest) GetMsg() isPutBlobRequest_Msg {
@@ -2634,7 +3114,7 @@ type PutBlobResponse struct {
 
 func (x *PutBlobResponse) Reset() {
 	*x = PutBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +3126,7 @@ func (x *PutBlobResponse) String() string {
 func (*PutBlobResponse) ProtoMessage() {}
 
 func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +3139,7 @@ func (x *PutBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutBlobResponse.ProtoReflect.Descriptor instead.
 func (*PutBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PutBlobResponse) GetSha256() string {
@@ -2692,7 +3172,7 @@ type StatBlobRequest struct {
 
 func (x *StatBlobRequest) Reset() {
 	*x = StatBlobRequest{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +3184,7 @@ func (x *StatBlobRequest) String() string {
 func (*StatBlobRequest) ProtoMessage() {}
 
 func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +3197,7 @@ func (x *StatBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobRequest.ProtoReflect.Descriptor instead.
 func (*StatBlobRequest) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatBlobRequest) GetSha256() string {
@@ -2737,7 +3217,7 @@ type StatBlobResponse struct {
 
 func (x *StatBlobResponse) Reset() {
 	*x = StatBlobResponse{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3229,7 @@ func (x *StatBlobResponse) String() string {
 func (*StatBlobResponse) ProtoMessage() {}
 
 func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3242,7 @@ func (x *StatBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatBlobResponse.ProtoReflect.Descriptor instead.
 func (*StatBlobResponse) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatBlobResponse) GetExists() bool {
@@ -2779,6 +3259,433 @@ func (x *StatBlobResponse) GetSize() int64 {
 	return 0
 }
 
+type ReadFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of a regular file on the node.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type ReadFileHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Size  int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// Permission bits.
+	Mode          uint32 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileHeader) Reset() {
+	*x = ReadFileHeader{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileHeader) ProtoMessage() {}
+
+func (x *ReadFileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileHeader.ProtoReflect.Descriptor instead.
+func (*ReadFileHeader) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReadFileHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ReadFileHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+type ReadFileTrailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex sha256 of the data sent.
+	Sha256        string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileTrailer) Reset() {
+	*x = ReadFileTrailer{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileTrailer) ProtoMessage() {}
+
+func (x *ReadFileTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileTrailer.ProtoReflect.Descriptor instead.
+func (*ReadFileTrailer) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReadFileTrailer) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ReadFileTrailer) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type ReadFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ReadFileResponse_Header
+	//	*ReadFileResponse_Data
+	//	*ReadFileResponse_Trailer
+	Msg           isReadFileResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileResponse) Reset() {
+	*x = ReadFileResponse{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileResponse) ProtoMessage() {}
+
+func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
+func (*ReadFileResponse) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ReadFileResponse) GetMsg() isReadFileResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetHeader() *ReadFileHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*ReadFileResponse_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ReadFileResponse_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *ReadFileResponse) GetTrailer() *ReadFileTrailer {
+	if x != nil {
+		if x, ok := x.Msg.(*ReadFileResponse_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isReadFileResponse_Msg interface {
+	isReadFileResponse_Msg()
+}
+
+type ReadFileResponse_Header struct {
+	Header *ReadFileHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type ReadFileResponse_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type ReadFileResponse_Trailer struct {
+	Trailer *ReadFileTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
+func (*ReadFileResponse_Header) isReadFileResponse_Msg() {}
+
+func (*ReadFileResponse_Data) isReadFileResponse_Msg() {}
+
+func (*ReadFileResponse_Trailer) isReadFileResponse_Msg() {}
+
+type ListEtcdSnapshotsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Default /var/lib/kthw/etcd-snapshots. A missing directory lists none.
+	Dir           string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEtcdSnapshotsRequest) Reset() {
+	*x = ListEtcdSnapshotsRequest{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEtcdSnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEtcdSnapshotsRequest) ProtoMessage() {}
+
+func (x *ListEtcdSnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEtcdSnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*ListEtcdSnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListEtcdSnapshotsRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+type EtcdSnapshotFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path on the node.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size int64  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Modification time, RFC 3339 in UTC.
+	ModTime string `protobuf:"bytes,3,opt,name=mod_time,json=modTime,proto3" json:"mod_time,omitempty"`
+	// The snapshot's manifest; unset when it has none or it is unreadable
+	// (manifest_error says why).
+	Manifest      *EtcdSnapshotManifest `protobuf:"bytes,4,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	ManifestError string                `protobuf:"bytes,5,opt,name=manifest_error,json=manifestError,proto3" json:"manifest_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EtcdSnapshotFile) Reset() {
+	*x = EtcdSnapshotFile{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdSnapshotFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdSnapshotFile) ProtoMessage() {}
+
+func (x *EtcdSnapshotFile) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdSnapshotFile.ProtoReflect.Descriptor instead.
+func (*EtcdSnapshotFile) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *EtcdSnapshotFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *EtcdSnapshotFile) GetModTime() string {
+	if x != nil {
+		return x.ModTime
+	}
+	return ""
+}
+
+func (x *EtcdSnapshotFile) GetManifest() *EtcdSnapshotManifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *EtcdSnapshotFile) GetManifestError() string {
+	if x != nil {
+		return x.ManifestError
+	}
+	return ""
+}
+
+type ListEtcdSnapshotsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Dir   string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Newest first.
+	Snapshots     []*EtcdSnapshotFile `protobuf:"bytes,2,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEtcdSnapshotsResponse) Reset() {
+	*x = ListEtcdSnapshotsResponse{}
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEtcdSnapshotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEtcdSnapshotsResponse) ProtoMessage() {}
+
+func (x *ListEtcdSnapshotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEtcdSnapshotsResponse.ProtoReflect.Descriptor instead.
+func (*ListEtcdSnapshotsResponse) Descriptor() ([]byte, []int) {
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListEtcdSnapshotsResponse) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *ListEtcdSnapshotsResponse) GetSnapshots() []*EtcdSnapshotFile {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
 type FirewallModule_Port struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A port or a range: "6443", "30000-32767".
@@ -2793,7 +3700,7 @@ type FirewallModule_Port struct {
 
 func (x *FirewallModule_Port) Reset() {
 	*x = FirewallModule_Port{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2805,7 +3712,7 @@ func (x *FirewallModule_Port) String() string {
 func (*FirewallModule_Port) ProtoMessage() {}
 
 func (x *FirewallModule_Port) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2818,7 +3725,7 @@ func (x *FirewallModule_Port) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallModule_Port.ProtoReflect.Descriptor instead.
 func (*FirewallModule_Port) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{10, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{14, 0}
 }
 
 func (x *FirewallModule_Port) GetPort() string {
@@ -2852,7 +3759,7 @@ type HostnameModule_Host struct {
 
 func (x *HostnameModule_Host) Reset() {
 	*x = HostnameModule_Host{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +3771,7 @@ func (x *HostnameModule_Host) String() string {
 func (*HostnameModule_Host) ProtoMessage() {}
 
 func (x *HostnameModule_Host) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +3784,7 @@ func (x *HostnameModule_Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostnameModule_Host.ProtoReflect.Descriptor instead.
 func (*HostnameModule_Host) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{18, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{22, 0}
 }
 
 func (x *HostnameModule_Host) GetAddress() string {
@@ -2906,7 +3813,7 @@ type ContainerdModule_Mirror struct {
 
 func (x *ContainerdModule_Mirror) Reset() {
 	*x = ContainerdModule_Mirror{}
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2918,7 +3825,7 @@ func (x *ContainerdModule_Mirror) String() string {
 func (*ContainerdModule_Mirror) ProtoMessage() {}
 
 func (x *ContainerdModule_Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_kthw_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_kthw_agent_v1_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2931,7 +3838,7 @@ func (x *ContainerdModule_Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerdModule_Mirror.ProtoReflect.Descriptor instead.
 func (*ContainerdModule_Mirror) Descriptor() ([]byte, []int) {
-	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{20, 0}
+	return file_kthw_agent_v1_agent_proto_rawDescGZIP(), []int{24, 0}
 }
 
 func (x *ContainerdModule_Mirror) GetRegistry() string {
@@ -3005,7 +3912,7 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x0funits_available\x18\x02 \x01(\bR\x0eunitsAvailable\x12!\n" +
 	"\funits_detail\x18\x03 \x01(\tR\vunitsDetail\x12/\n" +
 	"\x05units\x18\x04 \x03(\v2\x19.kthw.agent.v1.UnitStatusR\x05units\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x89\a\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\"\x9a\b\n" +
 	"\x10RunModuleRequest\x12\x1d\n" +
 	"\n" +
 	"check_only\x18\x01 \x01(\bR\tcheckOnly\x12\x12\n" +
@@ -3027,8 +3934,46 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"containerd\x12Z\n" +
 	"\x13kubernetes_packages\x18\x14 \x01(\v2'.kthw.agent.v1.KubernetesPackagesModuleH\x00R\x12kubernetesPackages\x12;\n" +
 	"\bfirewall\x18\x15 \x01(\v2\x1d.kthw.agent.v1.FirewallModuleH\x00R\bfirewall\x128\n" +
-	"\aselinux\x18\x16 \x01(\v2\x1c.kthw.agent.v1.SELinuxModuleH\x00R\aselinuxB\b\n" +
-	"\x06module\"\xb0\x01\n" +
+	"\aselinux\x18\x16 \x01(\v2\x1c.kthw.agent.v1.SELinuxModuleH\x00R\aselinux\x12H\n" +
+	"\retcd_snapshot\x18\x17 \x01(\v2!.kthw.agent.v1.EtcdSnapshotModuleH\x00R\fetcdSnapshot\x12E\n" +
+	"\fetcd_restore\x18\x18 \x01(\v2 .kthw.agent.v1.EtcdRestoreModuleH\x00R\vetcdRestoreB\b\n" +
+	"\x06module\"\x91\x01\n" +
+	"\fEtcdEndpoint\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x17\n" +
+	"\aca_cert\x18\x02 \x01(\tR\x06caCert\x12\x12\n" +
+	"\x04cert\x18\x03 \x01(\tR\x04cert\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\x120\n" +
+	"\x14dial_timeout_seconds\x18\x05 \x01(\x03R\x12dialTimeoutSeconds\"s\n" +
+	"\x12EtcdSnapshotModule\x127\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1b.kthw.agent.v1.EtcdEndpointR\bendpoint\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\tR\x03dir\x12\x12\n" +
+	"\x04keep\x18\x03 \x01(\x05R\x04keep\"\xdf\x02\n" +
+	"\x14EtcdSnapshotManifest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04time\x18\x02 \x01(\tR\x04time\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1a\n" +
+	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12\x1b\n" +
+	"\tmember_id\x18\x05 \x01(\tR\bmemberId\x12\x1f\n" +
+	"\vmember_name\x18\x06 \x01(\tR\n" +
+	"memberName\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\x12\x1a\n" +
+	"\brevision\x18\b \x01(\x03R\brevision\x12!\n" +
+	"\fetcd_version\x18\t \x01(\tR\vetcdVersion\x12'\n" +
+	"\x0fstorage_version\x18\n" +
+	" \x01(\tR\x0estorageVersion\x12\x12\n" +
+	"\x04size\x18\v \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\f \x01(\tR\x06sha256\"\xc1\x02\n" +
+	"\x11EtcdRestoreModule\x12(\n" +
+	"\x10data_blob_sha256\x18\x01 \x01(\tR\x0edataBlobSha256\x12\x19\n" +
+	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12!\n" +
+	"\fmanifest_dir\x18\x03 \x01(\tR\vmanifestDir\x12#\n" +
+	"\retcd_manifest\x18\x04 \x01(\fR\fetcdManifest\x120\n" +
+	"\x14etcd_manifest_sha256\x18\x05 \x01(\tR\x12etcdManifestSha256\x12\x1f\n" +
+	"\vholding_dir\x18\x06 \x01(\tR\n" +
+	"holdingDir\x12\x1a\n" +
+	"\bendpoint\x18\a \x01(\tR\bendpoint\x120\n" +
+	"\x14stop_timeout_seconds\x18\b \x01(\x03R\x12stopTimeoutSeconds\"\xb0\x01\n" +
 	"\x0eFirewallModule\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x128\n" +
 	"\x05ports\x18\x02 \x03(\v2\".kthw.agent.v1.FirewallModule.PortR\x05ports\x1aP\n" +
@@ -3146,13 +4091,15 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\bProgress\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12\x12\n" +
-	"\x04unit\x18\x03 \x01(\tR\x04unit\"\x96\x01\n" +
+	"\x04unit\x18\x03 \x01(\tR\x04unit\"\xec\x01\n" +
 	"\fModuleResult\x12\x18\n" +
 	"\achanged\x18\x01 \x01(\bR\achanged\x12\x12\n" +
 	"\x04diff\x18\x02 \x01(\tR\x04diff\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1b\n" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\x12%\n" +
-	"\x0eskipped_reason\x18\x05 \x01(\tR\rskippedReason\"\xb3\x01\n" +
+	"\x0eskipped_reason\x18\x05 \x01(\tR\rskippedReason\x12J\n" +
+	"\retcd_snapshot\x18\x06 \x01(\v2#.kthw.agent.v1.EtcdSnapshotManifestH\x00R\fetcdSnapshotB\b\n" +
+	"\x06output\"\xb3\x01\n" +
 	"\x0eRunModuleEvent\x12*\n" +
 	"\x03log\x18\x01 \x01(\v2\x16.kthw.agent.v1.LogLineH\x00R\x03log\x125\n" +
 	"\bprogress\x18\x02 \x01(\v2\x17.kthw.agent.v1.ProgressH\x00R\bprogress\x125\n" +
@@ -3174,14 +4121,40 @@ const file_kthw_agent_v1_agent_proto_rawDesc = "" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\">\n" +
 	"\x10StatBlobResponse\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size2\xd1\x03\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"%\n" +
+	"\x0fReadFileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"8\n" +
+	"\x0eReadFileHeader\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\"=\n" +
+	"\x0fReadFileTrailer\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xa4\x01\n" +
+	"\x10ReadFileResponse\x127\n" +
+	"\x06header\x18\x01 \x01(\v2\x1d.kthw.agent.v1.ReadFileHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12:\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1e.kthw.agent.v1.ReadFileTrailerH\x00R\atrailerB\x05\n" +
+	"\x03msg\",\n" +
+	"\x18ListEtcdSnapshotsRequest\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\"\xbd\x01\n" +
+	"\x10EtcdSnapshotFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x19\n" +
+	"\bmod_time\x18\x03 \x01(\tR\amodTime\x12?\n" +
+	"\bmanifest\x18\x04 \x01(\v2#.kthw.agent.v1.EtcdSnapshotManifestR\bmanifest\x12%\n" +
+	"\x0emanifest_error\x18\x05 \x01(\tR\rmanifestError\"l\n" +
+	"\x19ListEtcdSnapshotsResponse\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\x12=\n" +
+	"\tsnapshots\x18\x02 \x03(\v2\x1f.kthw.agent.v1.EtcdSnapshotFileR\tsnapshots2\x88\x05\n" +
 	"\fAgentService\x12N\n" +
 	"\tHandshake\x12\x1f.kthw.agent.v1.HandshakeRequest\x1a .kthw.agent.v1.HandshakeResponse\x12B\n" +
 	"\x05Facts\x12\x1b.kthw.agent.v1.FactsRequest\x1a\x1c.kthw.agent.v1.FactsResponse\x12E\n" +
 	"\x06Status\x12\x1c.kthw.agent.v1.StatusRequest\x1a\x1d.kthw.agent.v1.StatusResponse\x12M\n" +
 	"\tRunModule\x12\x1f.kthw.agent.v1.RunModuleRequest\x1a\x1d.kthw.agent.v1.RunModuleEvent0\x01\x12J\n" +
 	"\aPutBlob\x12\x1d.kthw.agent.v1.PutBlobRequest\x1a\x1e.kthw.agent.v1.PutBlobResponse(\x01\x12K\n" +
-	"\bStatBlob\x12\x1e.kthw.agent.v1.StatBlobRequest\x1a\x1f.kthw.agent.v1.StatBlobResponseB2Z0github.com/kthw/kthw/proto/kthw/agent/v1;agentv1b\x06proto3"
+	"\bStatBlob\x12\x1e.kthw.agent.v1.StatBlobRequest\x1a\x1f.kthw.agent.v1.StatBlobResponse\x12M\n" +
+	"\bReadFile\x12\x1e.kthw.agent.v1.ReadFileRequest\x1a\x1f.kthw.agent.v1.ReadFileResponse0\x01\x12f\n" +
+	"\x11ListEtcdSnapshots\x12'.kthw.agent.v1.ListEtcdSnapshotsRequest\x1a(.kthw.agent.v1.ListEtcdSnapshotsResponseB2Z0github.com/kthw/kthw/proto/kthw/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_kthw_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -3196,102 +4169,125 @@ func file_kthw_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_kthw_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_kthw_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_kthw_agent_v1_agent_proto_goTypes = []any{
-	(PackagesModule_State)(0),        // 0: kthw.agent.v1.PackagesModule.State
-	(RepositoryModule_State)(0),      // 1: kthw.agent.v1.RepositoryModule.State
-	(SystemdUnitModule_State)(0),     // 2: kthw.agent.v1.SystemdUnitModule.State
-	(FileModule_State)(0),            // 3: kthw.agent.v1.FileModule.State
-	(LogLine_Stream)(0),              // 4: kthw.agent.v1.LogLine.Stream
-	(*HandshakeRequest)(nil),         // 5: kthw.agent.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),        // 6: kthw.agent.v1.HandshakeResponse
-	(*FactsRequest)(nil),             // 7: kthw.agent.v1.FactsRequest
-	(*OSRelease)(nil),                // 8: kthw.agent.v1.OSRelease
-	(*Address)(nil),                  // 9: kthw.agent.v1.Address
-	(*FactsResponse)(nil),            // 10: kthw.agent.v1.FactsResponse
-	(*StatusRequest)(nil),            // 11: kthw.agent.v1.StatusRequest
-	(*UnitStatus)(nil),               // 12: kthw.agent.v1.UnitStatus
-	(*StatusResponse)(nil),           // 13: kthw.agent.v1.StatusResponse
-	(*RunModuleRequest)(nil),         // 14: kthw.agent.v1.RunModuleRequest
-	(*FirewallModule)(nil),           // 15: kthw.agent.v1.FirewallModule
-	(*SELinuxModule)(nil),            // 16: kthw.agent.v1.SELinuxModule
-	(*Package)(nil),                  // 17: kthw.agent.v1.Package
-	(*PackagesModule)(nil),           // 18: kthw.agent.v1.PackagesModule
-	(*RepositoryModule)(nil),         // 19: kthw.agent.v1.RepositoryModule
-	(*SysctlModule)(nil),             // 20: kthw.agent.v1.SysctlModule
-	(*KernelModulesModule)(nil),      // 21: kthw.agent.v1.KernelModulesModule
-	(*SwapModule)(nil),               // 22: kthw.agent.v1.SwapModule
-	(*HostnameModule)(nil),           // 23: kthw.agent.v1.HostnameModule
-	(*SystemdUnitModule)(nil),        // 24: kthw.agent.v1.SystemdUnitModule
-	(*ContainerdModule)(nil),         // 25: kthw.agent.v1.ContainerdModule
-	(*KubernetesPackagesModule)(nil), // 26: kthw.agent.v1.KubernetesPackagesModule
-	(*CommandModule)(nil),            // 27: kthw.agent.v1.CommandModule
-	(*FileModule)(nil),               // 28: kthw.agent.v1.FileModule
-	(*LogLine)(nil),                  // 29: kthw.agent.v1.LogLine
-	(*Progress)(nil),                 // 30: kthw.agent.v1.Progress
-	(*ModuleResult)(nil),             // 31: kthw.agent.v1.ModuleResult
-	(*RunModuleEvent)(nil),           // 32: kthw.agent.v1.RunModuleEvent
-	(*BlobHeader)(nil),               // 33: kthw.agent.v1.BlobHeader
-	(*PutBlobRequest)(nil),           // 34: kthw.agent.v1.PutBlobRequest
-	(*PutBlobResponse)(nil),          // 35: kthw.agent.v1.PutBlobResponse
-	(*StatBlobRequest)(nil),          // 36: kthw.agent.v1.StatBlobRequest
-	(*StatBlobResponse)(nil),         // 37: kthw.agent.v1.StatBlobResponse
-	(*FirewallModule_Port)(nil),      // 38: kthw.agent.v1.FirewallModule.Port
-	nil,                              // 39: kthw.agent.v1.SysctlModule.ValuesEntry
-	(*HostnameModule_Host)(nil),      // 40: kthw.agent.v1.HostnameModule.Host
-	nil,                              // 41: kthw.agent.v1.SystemdUnitModule.DropinsEntry
-	(*ContainerdModule_Mirror)(nil),  // 42: kthw.agent.v1.ContainerdModule.Mirror
+	(PackagesModule_State)(0),         // 0: kthw.agent.v1.PackagesModule.State
+	(RepositoryModule_State)(0),       // 1: kthw.agent.v1.RepositoryModule.State
+	(SystemdUnitModule_State)(0),      // 2: kthw.agent.v1.SystemdUnitModule.State
+	(FileModule_State)(0),             // 3: kthw.agent.v1.FileModule.State
+	(LogLine_Stream)(0),               // 4: kthw.agent.v1.LogLine.Stream
+	(*HandshakeRequest)(nil),          // 5: kthw.agent.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),         // 6: kthw.agent.v1.HandshakeResponse
+	(*FactsRequest)(nil),              // 7: kthw.agent.v1.FactsRequest
+	(*OSRelease)(nil),                 // 8: kthw.agent.v1.OSRelease
+	(*Address)(nil),                   // 9: kthw.agent.v1.Address
+	(*FactsResponse)(nil),             // 10: kthw.agent.v1.FactsResponse
+	(*StatusRequest)(nil),             // 11: kthw.agent.v1.StatusRequest
+	(*UnitStatus)(nil),                // 12: kthw.agent.v1.UnitStatus
+	(*StatusResponse)(nil),            // 13: kthw.agent.v1.StatusResponse
+	(*RunModuleRequest)(nil),          // 14: kthw.agent.v1.RunModuleRequest
+	(*EtcdEndpoint)(nil),              // 15: kthw.agent.v1.EtcdEndpoint
+	(*EtcdSnapshotModule)(nil),        // 16: kthw.agent.v1.EtcdSnapshotModule
+	(*EtcdSnapshotManifest)(nil),      // 17: kthw.agent.v1.EtcdSnapshotManifest
+	(*EtcdRestoreModule)(nil),         // 18: kthw.agent.v1.EtcdRestoreModule
+	(*FirewallModule)(nil),            // 19: kthw.agent.v1.FirewallModule
+	(*SELinuxModule)(nil),             // 20: kthw.agent.v1.SELinuxModule
+	(*Package)(nil),                   // 21: kthw.agent.v1.Package
+	(*PackagesModule)(nil),            // 22: kthw.agent.v1.PackagesModule
+	(*RepositoryModule)(nil),          // 23: kthw.agent.v1.RepositoryModule
+	(*SysctlModule)(nil),              // 24: kthw.agent.v1.SysctlModule
+	(*KernelModulesModule)(nil),       // 25: kthw.agent.v1.KernelModulesModule
+	(*SwapModule)(nil),                // 26: kthw.agent.v1.SwapModule
+	(*HostnameModule)(nil),            // 27: kthw.agent.v1.HostnameModule
+	(*SystemdUnitModule)(nil),         // 28: kthw.agent.v1.SystemdUnitModule
+	(*ContainerdModule)(nil),          // 29: kthw.agent.v1.ContainerdModule
+	(*KubernetesPackagesModule)(nil),  // 30: kthw.agent.v1.KubernetesPackagesModule
+	(*CommandModule)(nil),             // 31: kthw.agent.v1.CommandModule
+	(*FileModule)(nil),                // 32: kthw.agent.v1.FileModule
+	(*LogLine)(nil),                   // 33: kthw.agent.v1.LogLine
+	(*Progress)(nil),                  // 34: kthw.agent.v1.Progress
+	(*ModuleResult)(nil),              // 35: kthw.agent.v1.ModuleResult
+	(*RunModuleEvent)(nil),            // 36: kthw.agent.v1.RunModuleEvent
+	(*BlobHeader)(nil),                // 37: kthw.agent.v1.BlobHeader
+	(*PutBlobRequest)(nil),            // 38: kthw.agent.v1.PutBlobRequest
+	(*PutBlobResponse)(nil),           // 39: kthw.agent.v1.PutBlobResponse
+	(*StatBlobRequest)(nil),           // 40: kthw.agent.v1.StatBlobRequest
+	(*StatBlobResponse)(nil),          // 41: kthw.agent.v1.StatBlobResponse
+	(*ReadFileRequest)(nil),           // 42: kthw.agent.v1.ReadFileRequest
+	(*ReadFileHeader)(nil),            // 43: kthw.agent.v1.ReadFileHeader
+	(*ReadFileTrailer)(nil),           // 44: kthw.agent.v1.ReadFileTrailer
+	(*ReadFileResponse)(nil),          // 45: kthw.agent.v1.ReadFileResponse
+	(*ListEtcdSnapshotsRequest)(nil),  // 46: kthw.agent.v1.ListEtcdSnapshotsRequest
+	(*EtcdSnapshotFile)(nil),          // 47: kthw.agent.v1.EtcdSnapshotFile
+	(*ListEtcdSnapshotsResponse)(nil), // 48: kthw.agent.v1.ListEtcdSnapshotsResponse
+	(*FirewallModule_Port)(nil),       // 49: kthw.agent.v1.FirewallModule.Port
+	nil,                               // 50: kthw.agent.v1.SysctlModule.ValuesEntry
+	(*HostnameModule_Host)(nil),       // 51: kthw.agent.v1.HostnameModule.Host
+	nil,                               // 52: kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	(*ContainerdModule_Mirror)(nil),   // 53: kthw.agent.v1.ContainerdModule.Mirror
 }
 var file_kthw_agent_v1_agent_proto_depIdxs = []int32{
 	8,  // 0: kthw.agent.v1.FactsResponse.os:type_name -> kthw.agent.v1.OSRelease
 	9,  // 1: kthw.agent.v1.FactsResponse.addresses:type_name -> kthw.agent.v1.Address
 	12, // 2: kthw.agent.v1.StatusResponse.units:type_name -> kthw.agent.v1.UnitStatus
-	27, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
-	28, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
-	18, // 5: kthw.agent.v1.RunModuleRequest.packages:type_name -> kthw.agent.v1.PackagesModule
-	19, // 6: kthw.agent.v1.RunModuleRequest.repository:type_name -> kthw.agent.v1.RepositoryModule
-	20, // 7: kthw.agent.v1.RunModuleRequest.sysctl:type_name -> kthw.agent.v1.SysctlModule
-	21, // 8: kthw.agent.v1.RunModuleRequest.kernel_modules:type_name -> kthw.agent.v1.KernelModulesModule
-	22, // 9: kthw.agent.v1.RunModuleRequest.swap:type_name -> kthw.agent.v1.SwapModule
-	23, // 10: kthw.agent.v1.RunModuleRequest.hostname:type_name -> kthw.agent.v1.HostnameModule
-	24, // 11: kthw.agent.v1.RunModuleRequest.systemd_unit:type_name -> kthw.agent.v1.SystemdUnitModule
-	25, // 12: kthw.agent.v1.RunModuleRequest.containerd:type_name -> kthw.agent.v1.ContainerdModule
-	26, // 13: kthw.agent.v1.RunModuleRequest.kubernetes_packages:type_name -> kthw.agent.v1.KubernetesPackagesModule
-	15, // 14: kthw.agent.v1.RunModuleRequest.firewall:type_name -> kthw.agent.v1.FirewallModule
-	16, // 15: kthw.agent.v1.RunModuleRequest.selinux:type_name -> kthw.agent.v1.SELinuxModule
-	38, // 16: kthw.agent.v1.FirewallModule.ports:type_name -> kthw.agent.v1.FirewallModule.Port
-	17, // 17: kthw.agent.v1.PackagesModule.packages:type_name -> kthw.agent.v1.Package
-	0,  // 18: kthw.agent.v1.PackagesModule.state:type_name -> kthw.agent.v1.PackagesModule.State
-	1,  // 19: kthw.agent.v1.RepositoryModule.state:type_name -> kthw.agent.v1.RepositoryModule.State
-	39, // 20: kthw.agent.v1.SysctlModule.values:type_name -> kthw.agent.v1.SysctlModule.ValuesEntry
-	40, // 21: kthw.agent.v1.HostnameModule.hosts:type_name -> kthw.agent.v1.HostnameModule.Host
-	41, // 22: kthw.agent.v1.SystemdUnitModule.dropins:type_name -> kthw.agent.v1.SystemdUnitModule.DropinsEntry
-	2,  // 23: kthw.agent.v1.SystemdUnitModule.state:type_name -> kthw.agent.v1.SystemdUnitModule.State
-	17, // 24: kthw.agent.v1.ContainerdModule.packages:type_name -> kthw.agent.v1.Package
-	42, // 25: kthw.agent.v1.ContainerdModule.mirrors:type_name -> kthw.agent.v1.ContainerdModule.Mirror
-	3,  // 26: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
-	4,  // 27: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
-	29, // 28: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
-	30, // 29: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
-	31, // 30: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
-	33, // 31: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
-	5,  // 32: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
-	7,  // 33: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
-	11, // 34: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
-	14, // 35: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
-	34, // 36: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
-	36, // 37: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
-	6,  // 38: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
-	10, // 39: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
-	13, // 40: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
-	32, // 41: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
-	35, // 42: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
-	37, // 43: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
-	38, // [38:44] is the sub-list for method output_type
-	32, // [32:38] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	31, // 3: kthw.agent.v1.RunModuleRequest.command:type_name -> kthw.agent.v1.CommandModule
+	32, // 4: kthw.agent.v1.RunModuleRequest.file:type_name -> kthw.agent.v1.FileModule
+	22, // 5: kthw.agent.v1.RunModuleRequest.packages:type_name -> kthw.agent.v1.PackagesModule
+	23, // 6: kthw.agent.v1.RunModuleRequest.repository:type_name -> kthw.agent.v1.RepositoryModule
+	24, // 7: kthw.agent.v1.RunModuleRequest.sysctl:type_name -> kthw.agent.v1.SysctlModule
+	25, // 8: kthw.agent.v1.RunModuleRequest.kernel_modules:type_name -> kthw.agent.v1.KernelModulesModule
+	26, // 9: kthw.agent.v1.RunModuleRequest.swap:type_name -> kthw.agent.v1.SwapModule
+	27, // 10: kthw.agent.v1.RunModuleRequest.hostname:type_name -> kthw.agent.v1.HostnameModule
+	28, // 11: kthw.agent.v1.RunModuleRequest.systemd_unit:type_name -> kthw.agent.v1.SystemdUnitModule
+	29, // 12: kthw.agent.v1.RunModuleRequest.containerd:type_name -> kthw.agent.v1.ContainerdModule
+	30, // 13: kthw.agent.v1.RunModuleRequest.kubernetes_packages:type_name -> kthw.agent.v1.KubernetesPackagesModule
+	19, // 14: kthw.agent.v1.RunModuleRequest.firewall:type_name -> kthw.agent.v1.FirewallModule
+	20, // 15: kthw.agent.v1.RunModuleRequest.selinux:type_name -> kthw.agent.v1.SELinuxModule
+	16, // 16: kthw.agent.v1.RunModuleRequest.etcd_snapshot:type_name -> kthw.agent.v1.EtcdSnapshotModule
+	18, // 17: kthw.agent.v1.RunModuleRequest.etcd_restore:type_name -> kthw.agent.v1.EtcdRestoreModule
+	15, // 18: kthw.agent.v1.EtcdSnapshotModule.endpoint:type_name -> kthw.agent.v1.EtcdEndpoint
+	49, // 19: kthw.agent.v1.FirewallModule.ports:type_name -> kthw.agent.v1.FirewallModule.Port
+	21, // 20: kthw.agent.v1.PackagesModule.packages:type_name -> kthw.agent.v1.Package
+	0,  // 21: kthw.agent.v1.PackagesModule.state:type_name -> kthw.agent.v1.PackagesModule.State
+	1,  // 22: kthw.agent.v1.RepositoryModule.state:type_name -> kthw.agent.v1.RepositoryModule.State
+	50, // 23: kthw.agent.v1.SysctlModule.values:type_name -> kthw.agent.v1.SysctlModule.ValuesEntry
+	51, // 24: kthw.agent.v1.HostnameModule.hosts:type_name -> kthw.agent.v1.HostnameModule.Host
+	52, // 25: kthw.agent.v1.SystemdUnitModule.dropins:type_name -> kthw.agent.v1.SystemdUnitModule.DropinsEntry
+	2,  // 26: kthw.agent.v1.SystemdUnitModule.state:type_name -> kthw.agent.v1.SystemdUnitModule.State
+	21, // 27: kthw.agent.v1.ContainerdModule.packages:type_name -> kthw.agent.v1.Package
+	53, // 28: kthw.agent.v1.ContainerdModule.mirrors:type_name -> kthw.agent.v1.ContainerdModule.Mirror
+	3,  // 29: kthw.agent.v1.FileModule.state:type_name -> kthw.agent.v1.FileModule.State
+	4,  // 30: kthw.agent.v1.LogLine.stream:type_name -> kthw.agent.v1.LogLine.Stream
+	17, // 31: kthw.agent.v1.ModuleResult.etcd_snapshot:type_name -> kthw.agent.v1.EtcdSnapshotManifest
+	33, // 32: kthw.agent.v1.RunModuleEvent.log:type_name -> kthw.agent.v1.LogLine
+	34, // 33: kthw.agent.v1.RunModuleEvent.progress:type_name -> kthw.agent.v1.Progress
+	35, // 34: kthw.agent.v1.RunModuleEvent.result:type_name -> kthw.agent.v1.ModuleResult
+	37, // 35: kthw.agent.v1.PutBlobRequest.header:type_name -> kthw.agent.v1.BlobHeader
+	43, // 36: kthw.agent.v1.ReadFileResponse.header:type_name -> kthw.agent.v1.ReadFileHeader
+	44, // 37: kthw.agent.v1.ReadFileResponse.trailer:type_name -> kthw.agent.v1.ReadFileTrailer
+	17, // 38: kthw.agent.v1.EtcdSnapshotFile.manifest:type_name -> kthw.agent.v1.EtcdSnapshotManifest
+	47, // 39: kthw.agent.v1.ListEtcdSnapshotsResponse.snapshots:type_name -> kthw.agent.v1.EtcdSnapshotFile
+	5,  // 40: kthw.agent.v1.AgentService.Handshake:input_type -> kthw.agent.v1.HandshakeRequest
+	7,  // 41: kthw.agent.v1.AgentService.Facts:input_type -> kthw.agent.v1.FactsRequest
+	11, // 42: kthw.agent.v1.AgentService.Status:input_type -> kthw.agent.v1.StatusRequest
+	14, // 43: kthw.agent.v1.AgentService.RunModule:input_type -> kthw.agent.v1.RunModuleRequest
+	38, // 44: kthw.agent.v1.AgentService.PutBlob:input_type -> kthw.agent.v1.PutBlobRequest
+	40, // 45: kthw.agent.v1.AgentService.StatBlob:input_type -> kthw.agent.v1.StatBlobRequest
+	42, // 46: kthw.agent.v1.AgentService.ReadFile:input_type -> kthw.agent.v1.ReadFileRequest
+	46, // 47: kthw.agent.v1.AgentService.ListEtcdSnapshots:input_type -> kthw.agent.v1.ListEtcdSnapshotsRequest
+	6,  // 48: kthw.agent.v1.AgentService.Handshake:output_type -> kthw.agent.v1.HandshakeResponse
+	10, // 49: kthw.agent.v1.AgentService.Facts:output_type -> kthw.agent.v1.FactsResponse
+	13, // 50: kthw.agent.v1.AgentService.Status:output_type -> kthw.agent.v1.StatusResponse
+	36, // 51: kthw.agent.v1.AgentService.RunModule:output_type -> kthw.agent.v1.RunModuleEvent
+	39, // 52: kthw.agent.v1.AgentService.PutBlob:output_type -> kthw.agent.v1.PutBlobResponse
+	41, // 53: kthw.agent.v1.AgentService.StatBlob:output_type -> kthw.agent.v1.StatBlobResponse
+	45, // 54: kthw.agent.v1.AgentService.ReadFile:output_type -> kthw.agent.v1.ReadFileResponse
+	48, // 55: kthw.agent.v1.AgentService.ListEtcdSnapshots:output_type -> kthw.agent.v1.ListEtcdSnapshotsResponse
+	48, // [48:56] is the sub-list for method output_type
+	40, // [40:48] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_kthw_agent_v1_agent_proto_init() }
@@ -3313,20 +4309,30 @@ func file_kthw_agent_v1_agent_proto_init() {
 		(*RunModuleRequest_KubernetesPackages)(nil),
 		(*RunModuleRequest_Firewall)(nil),
 		(*RunModuleRequest_Selinux)(nil),
+		(*RunModuleRequest_EtcdSnapshot)(nil),
+		(*RunModuleRequest_EtcdRestore)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[19].OneofWrappers = []any{}
-	file_kthw_agent_v1_agent_proto_msgTypes[23].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[23].OneofWrappers = []any{}
+	file_kthw_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
 		(*FileModule_Content)(nil),
 		(*FileModule_BlobSha256)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[27].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[30].OneofWrappers = []any{
+		(*ModuleResult_EtcdSnapshot)(nil),
+	}
+	file_kthw_agent_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
 		(*RunModuleEvent_Log)(nil),
 		(*RunModuleEvent_Progress)(nil),
 		(*RunModuleEvent_Result)(nil),
 	}
-	file_kthw_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
+	file_kthw_agent_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
 		(*PutBlobRequest_Header)(nil),
 		(*PutBlobRequest_Data)(nil),
+	}
+	file_kthw_agent_v1_agent_proto_msgTypes[40].OneofWrappers = []any{
+		(*ReadFileResponse_Header)(nil),
+		(*ReadFileResponse_Data)(nil),
+		(*ReadFileResponse_Trailer)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3334,7 +4340,7 @@ func file_kthw_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kthw_agent_v1_agent_proto_rawDesc), len(file_kthw_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   38,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

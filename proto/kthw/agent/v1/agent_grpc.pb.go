@@ -25,12 +25,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AgentService_Handshake_FullMethodName = "/kthw.agent.v1.AgentService/Handshake"
-	AgentService_Facts_FullMethodName     = "/kthw.agent.v1.AgentService/Facts"
-	AgentService_Status_FullMethodName    = "/kthw.agent.v1.AgentService/Status"
-	AgentService_RunModule_FullMethodName = "/kthw.agent.v1.AgentService/RunModule"
-	AgentService_PutBlob_FullMethodName   = "/kthw.agent.v1.AgentService/PutBlob"
-	AgentService_StatBlob_FullMethodName  = "/kthw.agent.v1.AgentService/StatBlob"
+	AgentService_Handshake_FullMethodName         = "/kthw.agent.v1.AgentService/Handshake"
+	AgentService_Facts_FullMethodName             = "/kthw.agent.v1.AgentService/Facts"
+	AgentService_Status_FullMethodName            = "/kthw.agent.v1.AgentService/Status"
+	AgentService_RunModule_FullMethodName         = "/kthw.agent.v1.AgentService/RunModule"
+	AgentService_PutBlob_FullMethodName           = "/kthw.agent.v1.AgentService/PutBlob"
+	AgentService_StatBlob_FullMethodName          = "/kthw.agent.v1.AgentService/StatBlob"
+	AgentService_ReadFile_FullMethodName          = "/kthw.agent.v1.AgentService/ReadFile"
+	AgentService_ListEtcdSnapshots_FullMethodName = "/kthw.agent.v1.AgentService/ListEtcdSnapshots"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -53,6 +55,14 @@ type AgentServiceClient interface {
 	PutBlob(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutBlobRequest, PutBlobResponse], error)
 	// StatBlob tells whether a blob with that sha256 is already stored.
 	StatBlob(ctx context.Context, in *StatBlobRequest, opts ...grpc.CallOption) (*StatBlobResponse, error)
+	// ReadFile streams a regular file of the node back: a header (size,
+	// mode), the content in BlobChunkSize pieces, then a trailer with the
+	// sha256 of what was sent. A file whose size changes while it is read
+	// fails with DATA_LOSS; the reader checks the trailer against the data.
+	ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error)
+	// ListEtcdSnapshots lists the etcd snapshots kept in a directory of the
+	// node, newest first, with their manifests. It reads no snapshot data.
+	ListEtcdSnapshots(ctx context.Context, in *ListEtcdSnapshotsRequest, opts ...grpc.CallOption) (*ListEtcdSnapshotsResponse, error)
 }
 
 type agentServiceClient struct {
@@ -135,6 +145,35 @@ func (c *agentServiceClient) StatBlob(ctx context.Context, in *StatBlobRequest, 
 	return out, nil
 }
 
+func (c *agentServiceClient) ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadFileResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[2], AgentService_ReadFile_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadFileRequest, ReadFileResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReadFileClient = grpc.ServerStreamingClient[ReadFileResponse]
+
+func (c *agentServiceClient) ListEtcdSnapshots(ctx context.Context, in *ListEtcdSnapshotsRequest, opts ...grpc.CallOption) (*ListEtcdSnapshotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEtcdSnapshotsResponse)
+	err := c.cc.Invoke(ctx, AgentService_ListEtcdSnapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -155,6 +194,14 @@ type AgentServiceServer interface {
 	PutBlob(grpc.ClientStreamingServer[PutBlobRequest, PutBlobResponse]) error
 	// StatBlob tells whether a blob with that sha256 is already stored.
 	StatBlob(context.Context, *StatBlobRequest) (*StatBlobResponse, error)
+	// ReadFile streams a regular file of the node back: a header (size,
+	// mode), the content in BlobChunkSize pieces, then a trailer with the
+	// sha256 of what was sent. A file whose size changes while it is read
+	// fails with DATA_LOSS; the reader checks the trailer against the data.
+	ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error
+	// ListEtcdSnapshots lists the etcd snapshots kept in a directory of the
+	// node, newest first, with their manifests. It reads no snapshot data.
+	ListEtcdSnapshots(context.Context, *ListEtcdSnapshotsRequest) (*ListEtcdSnapshotsResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -182,6 +229,12 @@ func (UnimplementedAgentServiceServer) PutBlob(grpc.ClientStreamingServer[PutBlo
 }
 func (UnimplementedAgentServiceServer) StatBlob(context.Context, *StatBlobRequest) (*StatBlobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatBlob not implemented")
+}
+func (UnimplementedAgentServiceServer) ReadFile(*ReadFileRequest, grpc.ServerStreamingServer[ReadFileResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadFile not implemented")
+}
+func (UnimplementedAgentServiceServer) ListEtcdSnapshots(context.Context, *ListEtcdSnapshotsRequest) (*ListEtcdSnapshotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEtcdSnapshots not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -294,6 +347,35 @@ func _AgentService_StatBlob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_ReadFile_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadFileRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ReadFile(m, &grpc.GenericServerStream[ReadFileRequest, ReadFileResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ReadFileServer = grpc.ServerStreamingServer[ReadFileResponse]
+
+func _AgentService_ListEtcdSnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEtcdSnapshotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).ListEtcdSnapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_ListEtcdSnapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).ListEtcdSnapshots(ctx, req.(*ListEtcdSnapshotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -317,6 +399,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "StatBlob",
 			Handler:    _AgentService_StatBlob_Handler,
 		},
+		{
+			MethodName: "ListEtcdSnapshots",
+			Handler:    _AgentService_ListEtcdSnapshots_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -328,6 +414,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PutBlob",
 			Handler:       _AgentService_PutBlob_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadFile",
+			Handler:       _AgentService_ReadFile_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "kthw/agent/v1/agent.proto",

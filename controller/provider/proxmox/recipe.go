@@ -1,0 +1,112 @@
+package proxmox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/kthw/kthw/images"
+)
+
+// Recipe is how to build a profile's VM template (images/proxmox/<profile>.yaml).
+type Recipe struct {
+	// Profile is the distro profile the template is for; equal to the
+	// file name without .yaml.
+	Profile string `yaml:"profile"`
+	// Image is the cloud image the template's disk is imported from.
+	Image RecipeImage `yaml:"image"`
+	// OSType is Proxmox's ostype (l26 for Linux 2.6+ kernels).
+	OSType string `yaml:"ostype"`
+	// Cores and MemoryMiB size the template (clones get the node's).
+	Cores     int `yaml:"cores"`
+	MemoryMiB int `yaml:"memoryMiB"`
+}
+
+// RecipeImage is a cloud image.
+type RecipeImage struct {
+	// File is the image's file name on the import storage
+	// (<storage>:import/<file>).
+	File string `yaml:"file"`
+	// URL is where the image comes from.
+	URL string `yaml:"url"`
+	// Checksums is the URL of the release's checksum list.
+	Checksums string `yaml:"checksums,omitempty"`
+	// Download says the image works as published (it carries cloud-init
+	// and qemu-guest-agent), so template build may fetch it onto the
+	// import storage itself.
+	Download bool `yaml:"download"`
+	// Prepare are the commands that put a usable image on the import
+	// storage by hand (customizing it where it lacks the guest agent).
+	Prepare string `yaml:"prepare"`
+}
+
+var (
+	recipeFilePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*\.(qcow2|raw|vmdk|img)$`)
+	osTypes           = []string{"l26", "l24", "other", "solaris", "win11", "win10", "win8", "win7", "wvista", "w2k8", "w2k3", "wxp", "w2k"}
+)
+
+// DefaultRecipes are the embedded recipes, <profile>.yaml.
+func DefaultRecipes() fs.FS {
+	sub, err := fs.Sub(images.Proxmox, "proxmox")
+	if err != nil {
+		panic(err) // a constant, valid path
+	}
+	return sub
+}
+
+// LoadRecipe reads and checks the recipe of profile from fsys (nil: the
+// embedded recipes).
+func LoadRecipe(fsys fs.FS, profile string) (*Recipe, error) {
+	if fsys == nil {
+		fsys = DefaultRecipes()
+	}
+	name := profile + ".yaml"
+	data, err := fs.ReadFile(fsys, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no Proxmox template recipe for profile %q (images/proxmox/%s)", profile, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Recipe
+	if err := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField()).Decode(&r); err != nil {
+		return nil, fmt.Errorf("template recipe %s: %w", path.Join("images/proxmox", name), err)
+	}
+	if err := r.check(profile); err != nil {
+		return nil, fmt.Errorf("template recipe %s: %w", path.Join("images/proxmox", name), err)
+	}
+	return &r, nil
+}
+
+func (r *Recipe) check(profile string) error {
+	var errs []error
+	if r.Profile != profile {
+		errs = append(errs, fmt.Errorf("profile: %q, but the file is %s.yaml", r.Profile, profile))
+	}
+	if !recipeFilePattern.MatchString(r.Image.File) {
+		errs = append(errs, fmt.Errorf("image.file: %q is not a disk image file name (.qcow2, .raw, .vmdk, .img)", r.Image.File))
+	}
+	if !strings.HasPrefix(r.Image.URL, "https://") && !strings.HasPrefix(r.Image.URL, "http://") {
+		errs = append(errs, fmt.Errorf("image.url: %q is not an http(s) URL", r.Image.URL))
+	}
+	if strings.TrimSpace(r.Image.Prepare) == "" {
+		errs = append(errs, errors.New("image.prepare: required: how to put the image on the import storage"))
+	}
+	if !slices.Contains(osTypes, r.OSType) {
+		errs = append(errs, fmt.Errorf("ostype: %q is not a Proxmox ostype", r.OSType))
+	}
+	if r.Cores < 1 {
+		errs = append(errs, fmt.Errorf("cores: must be positive, got %d", r.Cores))
+	}
+	if r.MemoryMiB < 16 {
+		errs = append(errs, fmt.Errorf("memoryMiB: must be at least 16, got %d", r.MemoryMiB))
+	}
+	return errors.Join(errs...)
+}
