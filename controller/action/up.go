@@ -126,8 +126,14 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs
 	// Intent first: a run killed after this line is adopted by the next.
 	rec, err := st.GetNode(ctx, spec.Name)
 	if errors.Is(err, state.ErrNotFound) || (err == nil && rec.Phase != state.PhaseCreated) {
-		err = st.PutNode(ctx, state.Node{Name: spec.Name, Role: string(spec.Role), Provider: o.Provider.Name(),
-			Phase: state.PhaseCreating, Address: spec.Address})
+		n := state.Node{Name: spec.Name, Role: string(spec.Role), Provider: o.Provider.Name(),
+			Phase: state.PhaseCreating, Address: spec.Address}
+		if err == nil && rec.Provider == n.Provider {
+			// A killed run's record: keep the identifier its provider recorded (a VMID
+			// whose clone may still be under way), or the next Ensure cannot find it.
+			n.ProviderID = rec.ProviderID
+		}
+		err = st.PutNode(ctx, n)
 	}
 	if err != nil {
 		return rep, err

@@ -1,5 +1,6 @@
 // Command kthw-pvesim serves a simulated Proxmox VE API for trying kthw's
-// proxmox provider without a Proxmox cluster. See package pvesim.
+// proxmox provider without a Proxmox cluster. See package pvesim; with
+// --lab its VMs are real lab nodes (package pvelab).
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kthw/kthw/controller/provider/proxmox/pvelab"
 	"github.com/kthw/kthw/controller/provider/proxmox/pvesim"
 )
 
@@ -17,7 +19,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	cmd := pvesim.Command(version, os.Stdout, os.Stderr)
+	cmd := pvesim.Command(version, os.Stdout, os.Stderr, &pvelab.Extension{})
 	cmd.SetArgs(os.Args[1:])
 	err := cmd.ExecuteContext(ctx)
 	stop()

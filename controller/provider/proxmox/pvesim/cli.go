@@ -18,6 +18,18 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// Extension adds flags to kthw-pvesim and may change the simulator's
+// Config before it serves, e.g. to back its VMs with another Backend
+// (kthw-pvesim --lab, package pvelab).
+type Extension interface {
+	// AddFlags registers the extension's flags on the command.
+	AddFlags(*cobra.Command)
+	// Configure runs once the flags are parsed, before the API listens;
+	// cfg.Logger is set. The returned function, when not nil, runs after
+	// the server stopped (with a context of its own).
+	Configure(ctx context.Context, cfg *Config, stdout io.Writer) (func(context.Context) error, error)
+}
+
 // cliOptions are kthw-pvesim's flags.
 type cliOptions struct {
 	listen       string
@@ -38,18 +50,20 @@ type cliOptions struct {
 	pveVersion   string
 	logLevel     string
 
-	cloneLockTimeouts   int
-	storageLockTimeouts int
-	stealNextIDs        int
-	agentMissing        bool
-	forbid              []string
-	offlineNodes        []string
-	taskWarnings        []string
-	taskFailures        []string
+	cloneLockTimeouts    int
+	storageLockTimeouts  int
+	stealNextIDs         int
+	agentMissing         bool
+	agentFileReadBlocked bool
+	forbid               []string
+	offlineNodes         []string
+	taskWarnings         []string
+	taskFailures         []string
 }
 
-// Command is the kthw-pvesim command line with injected output streams.
-func Command(version string, stdout, stderr io.Writer) *cobra.Command {
+// Command is the kthw-pvesim command line with injected output streams and
+// optional extensions.
+func Command(version string, stdout, stderr io.Writer, ext ...Extension) *cobra.Command {
 	o := &cliOptions{}
 	cmd := &cobra.Command{
 		Use:   "kthw-pvesim",
@@ -62,7 +76,7 @@ func Command(version string, stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runCLI(cmd.Context(), o, stdout, stderr)
+			return runCLI(cmd.Context(), o, ext, stdout, stderr)
 		},
 	}
 	cmd.SetOut(stdout)
@@ -93,13 +107,30 @@ func Command(version string, stdout, stderr io.Writer) *cobra.Command {
 	f.StringArrayVar(&o.offlineNodes, "fault-offline-node", nil, "node NAME[=595|596] is unreachable (repeatable)")
 	f.StringArrayVar(&o.taskWarnings, "fault-task-warnings", nil, "TYPE=N: the next N tasks of TYPE end with WARNINGS: 1 (repeatable)")
 	f.StringArrayVar(&o.taskFailures, "fault-task-failures", nil, "TYPE=N: the next N tasks of TYPE fail (repeatable)")
+	f.BoolVar(&o.agentFileReadBlocked, "fault-agent-file-read-blocked", false, "the guest agent refuses guest-file-* (agent/file-read fails)")
+	for _, e := range ext {
+		e.AddFlags(cmd)
+	}
 	return cmd
 }
 
-func runCLI(ctx context.Context, o *cliOptions, stdout, stderr io.Writer) error {
+func runCLI(ctx context.Context, o *cliOptions, ext []Extension, stdout, stderr io.Writer) (err error) {
 	cfg, printToken, err := o.config(stderr)
 	if err != nil {
 		return err
+	}
+	for _, e := range ext {
+		done, cerr := e.Configure(ctx, &cfg, stdout)
+		if done != nil {
+			defer func() {
+				dctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				err = errors.Join(err, done(dctx)) // the named result
+			}()
+		}
+		if cerr != nil {
+			return cerr
+		}
 	}
 	srv, err := New(cfg)
 	if err != nil {
@@ -225,7 +256,7 @@ func (o *cliOptions) config(stderr io.Writer) (Config, string, error) {
 	}
 	f := &cfg.Faults
 	f.CloneLockTimeouts, f.StorageLockTimeouts, f.StealNextIDs = o.cloneLockTimeouts, o.storageLockTimeouts, o.stealNextIDs
-	f.AgentMissing = o.agentMissing
+	f.AgentMissing, f.AgentFileReadBlocked = o.agentMissing, o.agentFileReadBlocked
 	for _, p := range o.forbid {
 		method, path, ok := strings.Cut(p, ":")
 		if !ok || strings.HasPrefix(p, "/") {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	proxmox "github.com/luthermonson/go-proxmox"
+	"github.com/spf13/cobra"
 
 	"github.com/kthw/kthw/controller/provider/proxmox/pvesim"
 )
@@ -108,5 +109,65 @@ func TestCommandFlagErrors(t *testing.T) {
 		if err := cmd.Execute(); err == nil {
 			t.Errorf("%v: no error", args)
 		}
+	}
+}
+
+// testExtension records what kthw-pvesim did with it.
+type testExtension struct {
+	flag       string
+	configured bool
+	closed     chan struct{}
+}
+
+func (e *testExtension) AddFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&e.flag, "test-ext", "", "test extension flag")
+}
+
+func (e *testExtension) Configure(_ context.Context, cfg *pvesim.Config, _ io.Writer) (func(context.Context) error, error) {
+	e.configured = cfg.Logger != nil
+	cfg.Backend = filesBackend{files: map[string]string{"/flag": e.flag}}
+	return func(context.Context) error { close(e.closed); return nil }, nil
+}
+
+// TestCommandExtension: an extension's flags are parsed, it configures the
+// server (here: its backend) before it listens, and its closer runs when the
+// command stops.
+func TestCommandExtension(t *testing.T) {
+	var out syncBuffer
+	ext := &testExtension{closed: make(chan struct{})}
+	cmd := pvesim.Command("test", &out, io.Discard, ext)
+	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--no-tls", "--token", "root@pam!ci=s3cret",
+		"--template", "9000:kthw-debian-12", "--task-duration", "5ms", "--agent-delay", "0s", "--log-level", "error",
+		"--test-ext", "hello"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	re := regexp.MustCompile(`API: (http://\S+)\n`)
+	waitFor(t, "listening", func() bool { return re.MatchString(out.String()) })
+	if ext.flag != "hello" || !ext.configured {
+		t.Fatalf("extension flag %q configured %v", ext.flag, ext.configured)
+	}
+	c := proxmox.NewClient(re.FindStringSubmatch(out.String())[1], proxmox.WithAPIToken("root@pam!ci", "s3cret"), proxmox.WithTimeout(5*time.Second))
+	cctx := ctxT(t)
+	tmpl := &proxmox.VirtualMachine{}
+	tmpl.New(c, "pve1", 9000)
+	_, task, err := tmpl.Clone(cctx, &proxmox.VirtualMachineCloneOptions{NewID: 100, Name: "x"})
+	mustSucceed(t, cctx, task, err)
+	vm := &proxmox.VirtualMachine{}
+	vm.New(c, "pve1", 100)
+	task, err = vm.Start(cctx)
+	mustSucceed(t, cctx, task, err)
+	waitFor(t, "agent", func() bool { return vm.AgentPing(cctx) == nil })
+	if f, err := vm.AgentFileRead(cctx, "/flag"); err != nil || f.Content != "hello" {
+		t.Fatalf("file-read through the extension's backend: %+v %v", f, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ext.closed:
+	default:
+		t.Fatal("the extension's closer did not run")
 	}
 }
