@@ -63,14 +63,8 @@ type proxmoxLabE2E struct {
 // checks that nothing is left run last, after the simulator stopped and the lab was torn down.
 func newProxmoxLabE2E(t *testing.T, opts ...pvesim.Option) *proxmoxLabE2E {
 	pvelabtest.Skip(t)
-	var labDir string
-	t.Cleanup(func() {
-		if labDir != "" {
-			checkLabGone(t, labDir)
-		}
-	})
 	env := pvelabtest.Start(t, opts...)
-	labDir = env.LabDir
+	env.AfterTeardown(func() { checkLabGone(t, env.LabDir) })
 	dir := t.TempDir()
 	e := &proxmoxLabE2E{t: t, env: env, dir: dir, file: filepath.Join(dir, "cluster.yaml"), ws: filepath.Join(dir, "ws")}
 	yaml := fmt.Sprintf(proxmoxLabCluster, strings.TrimSuffix(env.Sim.URL, "/api2/json"), env.Sim.TokenID, env.Sim.CAFile)

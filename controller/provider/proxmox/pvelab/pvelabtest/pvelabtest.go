@@ -43,7 +43,14 @@ type Env struct {
 	Lab     *lab.Lab
 	// LabDir is the lab's directory.
 	LabDir string
+
+	afterTeardown []func()
 }
+
+// AfterTeardown registers f to run once the simulator stopped and the lab
+// was torn down, while this test still holds the lab network's lock (so no
+// other test's lab can appear in between).
+func (e *Env) AfterTeardown(f func()) { e.afterTeardown = append(e.afterTeardown, f) }
 
 // Skip skips the test unless lab nodes can run here.
 func Skip(t testing.TB) {
@@ -63,7 +70,7 @@ func Skip(t testing.TB) {
 func Start(t testing.TB, opts ...pvesim.Option) *Env {
 	t.Helper()
 	Skip(t)
-	lock(t)
+	unlock := lock(t)
 	dir := t.TempDir()
 	l, err := lab.New(lab.Config{Dir: filepath.Join(dir, "lab"), ImageDir: ImageDir, Bridge: Bridge,
 		BridgeAddress: BridgeAddress, ProxyPort: ProxyPort})
@@ -74,10 +81,16 @@ func Start(t testing.TB, opts ...pvesim.Option) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Registered before the simulator's own cleanup, so it runs after the simulator stopped.
+	env := &Env{Backend: b, Lab: l, LabDir: l.Config().Dir}
+	// Registered before the simulator's own cleanup, so it runs after the simulator stopped;
+	// the lock goes last.
 	t.Cleanup(func() {
+		defer unlock()
 		if err := l.Teardown(context.Background()); err != nil {
 			t.Errorf("pvelabtest: teardown: %v", err)
+		}
+		for _, f := range env.afterTeardown {
+			f()
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -85,12 +98,12 @@ func Start(t testing.TB, opts ...pvesim.Option) *Env {
 	if err := b.Prepare(ctx); err != nil {
 		t.Fatalf("pvelabtest: prepare: %v", err)
 	}
-	sim := pvesim.Start(t, append([]pvesim.Option{pvesim.WithBackend(b)}, opts...)...)
-	return &Env{Sim: sim, Backend: b, Lab: l, LabDir: l.Config().Dir}
+	env.Sim = pvesim.Start(t, append([]pvesim.Option{pvesim.WithBackend(b)}, opts...)...)
+	return env
 }
 
-// lock takes the host-wide lock of the tests' network for the test's lifetime.
-func lock(t testing.TB) {
+// lock takes the host-wide lock of the tests' network; the caller releases it.
+func lock(t testing.TB) func() {
 	t.Helper()
 	f, err := os.OpenFile("/run/lock/kthw-pvelabtest.lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -100,5 +113,5 @@ func lock(t testing.TB) {
 		f.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
+	return func() { f.Close() }
 }
