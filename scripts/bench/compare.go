@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,7 @@ type compareResult struct {
 	kthwNoopRSS                          []int64
 	kthwNoopSteps                        map[string]durations // per step, the longest node of each re-run
 	kthwNoopNoHash                       durations            // re-runs with the what-if push check (whatif.go)
+	kthwNoopPaired                       durations            // re-runs without it, interleaved with those
 	connect, connectNoHash               connectSamples       // node.Connect's steps on the 3 nodes
 	ansibleNoopCPU                       durations            // ansible-playbook and its children (forks, ssh)
 	kthwPackages, kthwContainerd         durations            // longest packages/containerd step of each first run
@@ -99,10 +102,8 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 		return nil, err
 	}
 	var kthwState, ansibleState map[string][]string
-	tools := []string{"kthw", "ansible", "direct"}
 	for rep := 0; rep < o.reps; rep++ {
-		for k := range tools {
-			tool := tools[(rep+k)%len(tools)]
+		for _, tool := range repOrder(rep) {
 			fmt.Fprintf(e.log, "bench: compare: repetition %d/%d: %s\n", rep+1, o.reps, tool)
 			if err := fresh(); err != nil {
 				return nil, err
@@ -145,29 +146,38 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 					}
 					res.crossAnsibleOnKthw = r.recapSummary()
 					hosts := hostsOf(specs)
-					if res.connect, err = e.connectBreakdown(ctx, ws, hosts, 5); err != nil {
-						return nil, err
-					}
-					if o.whatIf {
-						if err := e.installNoHash(ctx, ws, hosts); err != nil {
+					if !o.whatIf {
+						if res.connect, err = e.connectBreakdown(ctx, ws, hosts, 5); err != nil {
 							return nil, err
 						}
-						if res.connectNoHash, err = e.connectBreakdown(ctx, ws, hosts, 5); err != nil {
-							e.removeNoHash(ctx, ws, hosts)
+					} else {
+						// The connection's steps and whole re-runs, each with
+						// and without the what-if push check, interleaved.
+						err := e.paired(ctx, ws, hosts, 5, func(noHash bool) error {
+							c, err := e.connectBreakdown(ctx, ws, hosts, 1)
+							dst := &res.connect
+							if noHash {
+								dst = &res.connectNoHash
+							}
+							dst.dial, dst.push, dst.start = append(dst.dial, c.dial...), append(dst.push, c.push...), append(dst.start, c.start...)
+							return err
+						})
+						if err != nil {
 							return nil, err
 						}
-						for i := 0; i < max(o.noops, 3); i++ {
+						err = e.paired(ctx, ws, hosts, max(o.noops, 3), func(noHash bool) error {
 							st, out, err := up()
 							if err == nil && len(out.changed) > 0 {
-								err = fmt.Errorf("kthw re-run (what-if) changed %s", strings.Join(out.changed, ", "))
+								err = fmt.Errorf("kthw re-run (what-if %v) changed %s", noHash, strings.Join(out.changed, ", "))
 							}
-							if err != nil {
-								e.removeNoHash(ctx, ws, hosts)
-								return nil, err
+							if noHash {
+								res.kthwNoopNoHash = append(res.kthwNoopNoHash, st.wall)
+							} else {
+								res.kthwNoopPaired = append(res.kthwNoopPaired, st.wall)
 							}
-							res.kthwNoopNoHash = append(res.kthwNoopNoHash, st.wall)
-						}
-						if err := e.removeNoHash(ctx, ws, hosts); err != nil {
+							return err
+						})
+						if err != nil {
 							return nil, err
 						}
 					}
@@ -217,6 +227,50 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 		res.state = diffStates(kthwState, ansibleState)
 	}
 	return res, nil
+}
+
+// repOrder is the order of the tools in a repetition: kthw and direct, the
+// pair the first-run goal compares, always back to back (so that both see
+// the same load on a shared machine), each first in turn; Ansible before
+// or after them in turn.
+func repOrder(rep int) []string {
+	pair := []string{"kthw", "direct"}
+	if rep%2 == 1 {
+		pair = []string{"direct", "kthw"}
+	}
+	if rep%3 == 2 {
+		return append([]string{"ansible"}, pair...)
+	}
+	return append(pair, "ansible")
+}
+
+// firstRatio is the median over the repetitions of kthw's first run over
+// direct's in the same repetition.
+func (c *compareResult) firstRatio() float64 {
+	var r []float64
+	for i := range min(len(c.kthwFirst), len(c.directFirst)) {
+		r = append(r, c.kthwFirst[i].Seconds()/c.directFirst[i].Seconds())
+	}
+	if len(r) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(r)
+	if len(r)%2 == 1 {
+		return r[len(r)/2]
+	}
+	return (r[len(r)/2-1] + r[len(r)/2]) / 2
+}
+
+// kthwOverhead is, per first run, what kthw spent outside the package
+// transaction: the wall time less the longest node's packages step.
+func (c *compareResult) kthwOverhead() durations {
+	var out durations
+	for i := range c.kthwFirst {
+		if i < len(c.kthwPackages) {
+			out = append(out, c.kthwFirst[i]-c.kthwPackages[i])
+		}
+	}
+	return out
 }
 
 // direct runs the node-prep package work as one ssh per node, all nodes at

@@ -46,6 +46,8 @@ type fanoutRow struct {
 	sampledCPU time.Duration
 	// noHash are no-op runs with the what-if push check (whatif.go).
 	noHash, noHashNodeCPU durations
+	// paired are the runs without it, interleaved with those.
+	paired, pairedNodeCPU durations
 	note                  string
 }
 
@@ -101,6 +103,20 @@ func (e *benchEnv) fanoutNspawn(ctx context.Context, n int, o fanoutOpts) ([]fan
 	}
 	if _, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up", "--no-node-prep"); err != nil {
 		return nil, err
+	}
+	// The lab's apt-cacher-ng can leave a client hanging when many nodes
+	// refresh the same index file at once (seen with 7: "Failure to move
+	// file ... out of the way"). This set-up run is not a figure: refresh
+	// the nodes' indexes one at a time, so that the set-up run below
+	// finds them fresh and only installs.
+	_, specs, err := loadCluster(file)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hostsOf(specs) {
+		if _, err := timedRun(ctx, e.root, nil, sshArgv(ws, h, "apt-get update -q")...); err != nil {
+			return nil, err
+		}
 	}
 	first, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up")
 	if err != nil {
@@ -265,23 +281,22 @@ func (e *benchEnv) fanoutLight(ctx context.Context, o fanoutOpts) (rows []fanout
 			return nil, err
 		}
 		if n == maxCount && o.whatIf {
-			if err := e.installNoHash(ctx, wsDir, addrs); err != nil {
-				return nil, err
-			}
-			for i := 0; i < o.runs; i++ {
+			err := e.paired(ctx, wsDir, addrs, o.runs, func(noHash bool) error {
 				before := treeCPU(roots)
 				st, out, err := run()
 				if err == nil && len(out.changed) > 0 {
-					err = fmt.Errorf("what-if no-op run changed %s", strings.Join(out.changed, ", "))
+					err = fmt.Errorf("no-op run (what-if %v) changed %s", noHash, strings.Join(out.changed, ", "))
 				}
-				if err != nil {
-					e.removeNoHash(ctx, wsDir, addrs)
-					return nil, err
+				if noHash {
+					r.noHash = append(r.noHash, st.wall)
+					r.noHashNodeCPU = append(r.noHashNodeCPU, treeCPU(roots)-before)
+				} else {
+					r.paired = append(r.paired, st.wall)
+					r.pairedNodeCPU = append(r.pairedNodeCPU, treeCPU(roots)-before)
 				}
-				r.noHash = append(r.noHash, st.wall)
-				r.noHashNodeCPU = append(r.noHashNodeCPU, treeCPU(roots)-before)
-			}
-			if err := e.removeNoHash(ctx, wsDir, addrs); err != nil {
+				return err
+			})
+			if err != nil {
 				return nil, err
 			}
 		}

@@ -70,6 +70,8 @@ type lightLab struct {
 // newLightLab returns light nodes on bridge with addresses in prefix (the
 // bridge's own address), over the lab image and a layer with pkgs installed.
 func newLightLab(ctx context.Context, dir, imageDir, bridge string, prefix netip.Prefix, pkgs []pkgSpec, log io.Writer) (*lightLab, error) {
+	// The lab package makes the bridge and finds (or builds) the image; no
+	// apt proxy is started (light nodes get their packages from a layer).
 	l, err := lab.New(lab.Config{Dir: filepath.Join(dir, "lab"), ImageDir: imageDir, Bridge: bridge, BridgeAddress: prefix, ProxyPort: 3162})
 	if err != nil {
 		return nil, err
@@ -163,7 +165,20 @@ rm -f "$m/etc/resolv.conf"
 	if err := os.Rename(filepath.Join(tmp, "upper"), layer); err != nil {
 		return "", err
 	}
-	return layer, os.RemoveAll(tmp)
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	// Layers of older images or package lists are of no further use.
+	old, _ := filepath.Glob(filepath.Join(ll.dir, "layers", "*"))
+	for _, o := range old {
+		if o != layer {
+			fmt.Fprintf(ll.log, "bench: removing the old light node layer %s\n", o)
+			if err := os.RemoveAll(o); err != nil {
+				return "", err
+			}
+		}
+	}
+	return layer, nil
 }
 
 // dpkgStatus reads installed package versions from a dpkg status file.

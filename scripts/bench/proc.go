@@ -16,6 +16,9 @@ import (
 	"time"
 )
 
+// runTimeout bounds every program the benchmarks run.
+const runTimeout = 6 * time.Minute
+
 // runStat is one timed run of a program.
 type runStat struct {
 	wall   time.Duration
@@ -28,7 +31,12 @@ type runStat struct {
 // timedRun runs argv with env added and returns its wall time and rusage.
 // A non-zero exit is an error carrying stderr's tail.
 func timedRun(ctx context.Context, dir string, env []string, argv ...string) (runStat, error) {
+	// No single step of the benchmarks takes minutes; one that hangs (an
+	// apt download through the lab proxy, see fanout.go) fails the part.
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
@@ -43,6 +51,9 @@ func timedRun(ctx context.Context, dir string, env []string, argv ...string) (ru
 		}
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (no answer within %s)", err, runTimeout)
+		}
 		return st, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, tailLines(errb.String()+out.String(), 15))
 	}
 	return st, nil

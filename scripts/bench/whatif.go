@@ -116,3 +116,31 @@ func (e *benchEnv) connectBreakdown(ctx context.Context, ws string, hosts []stri
 	}
 	return out, nil
 }
+
+// paired calls measure pairs times with the what-if push check installed on
+// the hosts and pairs times without, alternating (and alternating which
+// comes first), so that both see the same load on a shared machine.
+func (e *benchEnv) paired(ctx context.Context, ws string, hosts []string, pairs int, measure func(noHash bool) error) error {
+	for i := 0; i < pairs; i++ {
+		order := []bool{true, false}
+		if i%2 == 1 {
+			order = []bool{false, true}
+		}
+		for _, on := range order {
+			if on {
+				if err := e.installNoHash(ctx, ws, hosts); err != nil {
+					e.removeNoHash(ctx, ws, hosts)
+					return err
+				}
+			}
+			err := measure(on)
+			if on {
+				err = errors.Join(err, e.removeNoHash(ctx, ws, hosts))
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
