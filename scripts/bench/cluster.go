@@ -30,6 +30,8 @@ type benchEnv struct {
 	agent      string
 	upctl      string
 	log        io.Writer
+	// retried names the runs repeated after a hang (retryHung).
+	retried []string
 }
 
 // Networks of the bench labs. They avoid the default lab (10.200.0.0/24,

@@ -95,22 +95,30 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 
 	// Warm-up, not counted: fills the bench lab's apt proxy cache.
 	fmt.Fprintln(e.log, "bench: compare: warm-up (fills the lab's apt proxy cache)")
-	if err := fresh(); err != nil {
-		return nil, err
-	}
-	if _, _, err := up(); err != nil {
+	err = e.retryHung(ctx, "compare: warm-up", fresh, func(ctx context.Context) error {
+		_, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up")
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	var kthwState, ansibleState map[string][]string
 	for rep := 0; rep < o.reps; rep++ {
 		for _, tool := range repOrder(rep) {
 			fmt.Fprintf(e.log, "bench: compare: repetition %d/%d: %s\n", rep+1, o.reps, tool)
-			if err := fresh(); err != nil {
-				return nil, err
+			// first runs the tool's first run on fresh nodes; one that
+			// hangs is repeated on fresh nodes (see retryHung).
+			first := func(run func(ctx context.Context) error) error {
+				return e.retryHung(ctx, fmt.Sprintf("compare: %s, repetition %d", tool, rep+1), fresh, run)
 			}
 			switch tool {
 			case "kthw":
-				st, out, err := up()
+				var st runStat
+				var out upOutcome
+				err := first(func(ctx context.Context) (err error) {
+					st, out, err = e.kthw(ctx, file, ws, []string{"-o", "json"}, "up")
+					return err
+				})
 				if err != nil {
 					return nil, err
 				}
@@ -183,7 +191,11 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 					}
 				}
 			case "ansible":
-				r, err := a.play(ctx)
+				var r playResult
+				err := first(func(ctx context.Context) (err error) {
+					r, err = a.play(ctx)
+					return err
+				})
 				if err != nil {
 					return nil, err
 				}
@@ -215,7 +227,11 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 					}
 				}
 			case "direct":
-				d, err := e.direct(ctx, ws, specs, cl)
+				var d time.Duration
+				err := first(func(ctx context.Context) (err error) {
+					d, err = e.direct(ctx, ws, specs, cl)
+					return err
+				})
 				if err != nil {
 					return nil, err
 				}
@@ -227,6 +243,33 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 		res.state = diffStates(kthwState, ansibleState)
 	}
 	return res, nil
+}
+
+// firstRunTimeout bounds a first run (they take 15–70 s here).
+const firstRunTimeout = 3 * time.Minute
+
+// retryHung prepares (fresh nodes) and runs run with firstRunTimeout, up to
+// 3 times while it times out. Through the lab's apt-cacher-ng an apt
+// download now and then never completes (the proxy logs a short read from
+// the mirror, or "Failure to move file ... out of the way" when several
+// nodes refresh the same index), and apt then waits for it until kthw's
+// 10-minute node timeout: a fault of the substrate, not of either tool, so
+// the run is repeated on fresh nodes and the repetition is reported.
+func (e *benchEnv) retryHung(ctx context.Context, what string, prepare func() error, run func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		if err := prepare(); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, firstRunTimeout)
+		err := run(rctx)
+		hung := errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+		cancel()
+		if err == nil || !hung || attempt == 3 {
+			return err
+		}
+		fmt.Fprintf(e.log, "bench: %s: no answer within %s (apt through the lab proxy hung?); repeating on fresh nodes\n", what, firstRunTimeout)
+		e.retried = append(e.retried, what)
+	}
 }
 
 // repOrder is the order of the tools in a repetition: kthw and direct, the

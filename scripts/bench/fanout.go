@@ -98,27 +98,33 @@ func (e *benchEnv) fanoutNspawn(ctx context.Context, n int, o fanoutOpts) ([]fan
 		}
 	}()
 	fmt.Fprintf(e.log, "bench: fan-out: %d nspawn nodes\n", n)
-	if _, _, err := e.kthw(ctx, file, ws, nil, "down", "--yes"); err != nil {
-		return nil, err
+	fresh := func() error {
+		if _, _, err := e.kthw(ctx, file, ws, nil, "down", "--yes"); err != nil {
+			return err
+		}
+		_, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up", "--no-node-prep")
+		return err
 	}
-	if _, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up", "--no-node-prep"); err != nil {
-		return nil, err
-	}
-	// The lab's apt-cacher-ng can leave a client hanging when many nodes
-	// refresh the same index file at once (seen with 7: "Failure to move
-	// file ... out of the way"). This set-up run is not a figure: refresh
-	// the nodes' indexes one at a time, so that the set-up run below
-	// finds them fresh and only installs.
 	_, specs, err := loadCluster(file)
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range hostsOf(specs) {
-		if _, err := timedRun(ctx, e.root, nil, sshArgv(ws, h, "apt-get update -q")...); err != nil {
-			return nil, err
+	var first runStat
+	err = e.retryHung(ctx, fmt.Sprintf("fan-out: set-up of %d nspawn nodes", n), fresh, func(ctx context.Context) error {
+		// Many nodes refreshing the same index at once through the lab's
+		// apt-cacher-ng can leave a client hanging (seen with 7: "Failure
+		// to move file ... out of the way"). This set-up run is not a
+		// figure: refresh the nodes' indexes one at a time, so that the
+		// set-up run finds them fresh and only installs.
+		for _, h := range hostsOf(specs) {
+			if _, err := timedRun(ctx, e.root, nil, sshArgv(ws, h, "apt-get update -q")...); err != nil {
+				return err
+			}
 		}
-	}
-	first, _, err := e.kthw(ctx, file, ws, []string{"-o", "json"}, "up")
+		var err error
+		first, _, err = e.kthw(ctx, file, ws, []string{"-o", "json"}, "up")
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -213,7 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		[2]string{"load average at start / end (1/5/15 min)", loadStart + " / " + loadAvg()},
 		[2]string{"benchmark run", fmt.Sprintf("%s (%s)", time.Since(started).Round(time.Second), strings.Join(tookParts, ", "))})
 	var table strings.Builder
-	printTable(&table, rows, m, so, co, fo, fanNote, want)
+	printTable(&table, rows, m, so, co, fo, fanNote, want, e.retried)
 	fmt.Fprint(stdout, table.String())
 	if fo.profileDir != "" {
 		fmt.Fprintf(stderr, "bench: CPU profiles in %s (go tool pprof -top <file>)\n", fo.profileDir)
@@ -383,7 +383,7 @@ func topPrograms(m map[string]time.Duration, n int) string {
 	return strings.Join(parts, ", ")
 }
 
-func printTable(w io.Writer, rows []row, machine [][2]string, so spineOpts, co compareOpts, fo fanoutOpts, fanNote string, want map[string]bool) {
+func printTable(w io.Writer, rows []row, machine [][2]string, so spineOpts, co compareOpts, fo fanoutOpts, fanNote string, want map[string]bool, retried []string) {
 	fmt.Fprintf(w, "| figure | value | goal | figure/goal |\n|---|---|---|---|\n")
 	for _, x := range rows {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", x.what, x.value, x.goal, x.ratio)
@@ -397,6 +397,9 @@ func printTable(w io.Writer, rows []row, machine [][2]string, so spineOpts, co c
 	}
 	if want["fanout"] {
 		notes = append(notes, fmt.Sprintf("fan-out: %d no-op runs per count, concurrency 32 (the controller's default); %s", fo.runs, fanNote))
+	}
+	if len(retried) > 0 {
+		notes = append(notes, "repeated on fresh nodes after apt hung through the lab's apt-cacher-ng (no answer within "+firstRunTimeout.String()+"): "+strings.Join(retried, "; "))
 	}
 	fmt.Fprintf(w, "\n%s. MB = 10⁶ bytes, MiB = 2²⁰ bytes; ratios below 1 meet the goal.\n", strings.Join(notes, "; "))
 	fmt.Fprintf(w, "\n| machine | |\n|---|---|\n")
