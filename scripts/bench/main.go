@@ -210,7 +210,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	m = append(m,
-		[2]string{"load average at start / end (1/5/15 min)", loadStart + " / " + loadAvg()},
+		[2]string{"load average (1/5/15 min)", "at start " + loadStart + ", at end " + loadAvg()},
 		[2]string{"benchmark run", fmt.Sprintf("%s (%s)", time.Since(started).Round(time.Second), strings.Join(tookParts, ", "))})
 	var table strings.Builder
 	printTable(&table, rows, m, so, co, fo, fanNote, want, e.retried)
@@ -503,7 +503,7 @@ func loadAvg() string {
 	if len(f) < 3 {
 		return "n/a"
 	}
-	return strings.Join(f[:3], " / ")
+	return strings.Join(f[:3], " ")
 }
 
 func firstMatch(path, key string) string { return firstMatchSep(path, key, ":") }
