@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kthw/kthw/controller/sshx"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
@@ -54,7 +55,7 @@ type Session struct {
 	stdin  io.WriteCloser
 	mux    *yamux.Session
 	conn   *grpc.ClientConn
-	stderr *tailBuffer
+	stderr *sshx.TailBuffer
 	once   sync.Once
 	err    error
 }
@@ -69,7 +70,7 @@ func Start(ctx context.Context, client *ssh.Client, command string, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("open ssh session: %w", err)
 	}
-	s := &Session{name: opts.Name, ssh: sess, stderr: newTailBuffer(16 << 10)}
+	s := &Session{name: opts.Name, ssh: sess, stderr: &sshx.TailBuffer{Max: 16 << 10}}
 	sess.Stderr = s.stderr
 	stdin, err := sess.StdinPipe()
 	if err != nil {
@@ -269,29 +270,4 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-// tailBuffer keeps the last n bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	n   int
-	buf []byte
-}
-
-func newTailBuffer(n int) *tailBuffer { return &tailBuffer{n: n} }
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.n; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -104,7 +105,7 @@ func RunOp(ctx context.Context, c *ssh.Client, op, cmd string, stdin io.Reader) 
 	}
 	defer s.Close()
 	var stdout bytes.Buffer
-	stderr := &tailBuffer{max: 64 << 10}
+	stderr := &TailBuffer{Max: 64 << 10}
 	s.Stdin, s.Stdout, s.Stderr = stdin, &stdout, stderr
 	if err := s.Start(cmd); err != nil {
 		return nil, fmt.Errorf("%s on %s: start: %w", op, host, err)
@@ -138,21 +139,29 @@ func RunOp(ctx context.Context, c *ssh.Client, op, cmd string, stdin io.Reader) 
 	return out, re
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
+// TailBuffer keeps the last Max bytes written to it; it is safe for
+// concurrent use (an SSH session writes stderr while callers read it).
+type TailBuffer struct {
+	Max int
+	mu  sync.Mutex
 	buf []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
+	if over := len(t.buf) - t.Max; over > 0 {
 		t.buf = append(t.buf[:0], t.buf[over:]...)
 	}
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string { return string(t.buf) }
+func (t *TailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
 
 func shorten(s string, n int) string {
 	if len(s) <= n {
