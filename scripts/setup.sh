@@ -5,7 +5,8 @@
 # apt-cacher-ng for lab nodes (the default provider and the e2e tests);
 # rpm, rpmbuild, createrepo_c, dnf and zypper for the real package-manager
 # tests of distro/pkg, apt-utils (apt-ftparchive) and gnupg for the signed
-# test repositories. Idempotent; safe to re-run.
+# test repositories; ansible for the benchmark comparison. Idempotent; safe
+# to re-run.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
