@@ -47,7 +47,8 @@ type Conn struct {
 	DialTime, PushTime, StartTime time.Duration
 }
 
-// Connect dials t, pushes the agent when needed and starts it.
+// Connect dials t, starts the agent, and pushes it first when the node does not have it (or
+// has a copy whose hash, as the running agent reports it, is not the one pushed).
 func Connect(ctx context.Context, t sshx.Target, o Options) (*Conn, error) {
 	log := o.Logger
 	if log == nil {
@@ -62,36 +63,78 @@ func Connect(ctx context.Context, t sshx.Target, o Options) (*Conn, error) {
 	c.SSH = client
 	c.DialTime = time.Since(start)
 
-	start = time.Now()
-	res, err := push.Pusher{Dir: o.AgentDir}.Push(ctx, client, t.User, o.AgentBinary)
+	res, err := push.Locate(o.AgentBinary, o.AgentDir)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("push agent: %w", err)
+	}
+	pusher := push.Pusher{Dir: o.AgentDir}
+	upload := func(why string) error {
+		log.DebugContext(ctx, "uploading agent", "node", t.String(), "why", why)
+		start := time.Now()
+		r, err := pusher.Upload(ctx, client, t.User, o.AgentBinary)
+		c.PushTime += time.Since(start)
+		if err != nil {
+			return err
+		}
+		res = r
+		return nil
+	}
+
+	// The agent is started straight from its content-addressed path; only a node that does
+	// not have it, or whose copy does not hash to its name, costs an upload.
+	sess, err := c.start(ctx, client, res, o)
+	var exit *session.ExitError
+	switch {
+	case err == nil && sess.Handshake.GetBinarySha256() != res.SHA256:
+		log.WarnContext(ctx, "installed agent does not match its hash; uploading it again", "node", t.String(),
+			"path", res.RemotePath, "running", sess.Handshake.GetBinarySha256())
+		sess.Close()
+		err = upload("hash mismatch")
+	case errors.As(err, &exit) && (exit.Code == push.ExitNotInstalled || exit.Code == 126):
+		// 126: the file is there but cannot be executed (damaged).
+		err = upload(fmt.Sprintf("exit status %d", exit.Code))
+	default:
+		if err == nil {
+			c.Session = sess
+		}
+	}
+	if err == nil && c.Session == nil {
+		sess, err = c.start(ctx, client, res, o)
+		if err == nil && sess.Handshake.GetBinarySha256() != res.SHA256 {
+			sess.Close()
+			err = fmt.Errorf("start agent on %s: running agent has sha256 %s, pushed %s", t, sess.Handshake.GetBinarySha256(), res.SHA256)
+		}
+		if err == nil {
+			c.Session = sess
+		}
+	}
 	if err != nil {
 		client.Close()
 		return nil, err
 	}
 	c.Push = res
-	c.PushTime = time.Since(start)
-	log.DebugContext(ctx, "agent pushed", "node", t.String(), "uploaded", res.Uploaded, "bytes", res.Bytes)
+	log.DebugContext(ctx, "agent started", "node", t.String(), "uploaded", res.Uploaded, "bytes", res.Bytes)
+	return c, nil
+}
 
-	start = time.Now()
+// start runs the agent installed for res over client and handshakes.
+func (c *Conn) start(ctx context.Context, client *ssh.Client, res push.Result, o Options) (*session.Session, error) {
+	t := c.Target
+	begin := time.Now()
+	defer func() { c.StartTime += time.Since(begin) }()
 	sess, err := session.Start(ctx, client, agentCommand(t.User, res.RemotePath, o), session.Options{
 		Name:              t.Host,
 		ControllerVersion: o.ControllerVersion,
 	})
 	if err != nil {
-		client.Close()
 		var exit *session.ExitError
 		if errors.As(err, &exit) && sshx.IsSudoPasswordRequired(exit.Stderr) {
 			return nil, fmt.Errorf("start agent: %s: %w", sshx.SudoPasswordMessage(t.String(), t.User), sshx.ErrSudoPassword)
 		}
 		return nil, fmt.Errorf("start agent on %s: %w", t, err)
 	}
-	c.Session = sess
-	c.StartTime = time.Since(start)
-	if sess.Handshake.GetBinarySha256() != res.SHA256 {
-		c.Close()
-		return nil, fmt.Errorf("start agent on %s: running agent has sha256 %s, pushed %s", t, sess.Handshake.GetBinarySha256(), res.SHA256)
-	}
-	return c, nil
+	return sess, nil
 }
 
 func agentCommand(user, remotePath string, o Options) string {
@@ -103,8 +146,7 @@ func agentCommand(user, remotePath string, o Options) string {
 	if level == "" {
 		level = "info"
 	}
-	return sshx.SudoPrefix(user) + sshx.Quote(remotePath) + " serve --stdio --log-level " + sshx.Quote(level) +
-		" --blob-dir " + sshx.Quote(path.Clean(blobDir))
+	return push.ExecCommand(user, remotePath, "serve", "--stdio", "--log-level", level, "--blob-dir", path.Clean(blobDir))
 }
 
 // Close ends the agent session and the SSH connection.

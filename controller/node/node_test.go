@@ -297,3 +297,66 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("err = %v, want one line naming the node", err)
 	}
 }
+
+// An agent is started from its content-addressed path without hashing it on the node; a copy
+// there that is not the binary its path names (replaced, damaged, not executable) is found by
+// the Handshake's hash or by its failure to start, and uploaded again.
+func TestInstalledAgentNotMatchingItsHashIsReplaced(t *testing.T) {
+	f := newFixture(t, agentbuild.Variant{Version: "itest"})
+	other := agentbuild.Build(t, agentbuild.Variant{Version: "itest-other"})
+	c := f.connect(t, "root")
+	want, size, err := HashFile(f.agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	installed := c.Push.RemotePath
+	c.Close()
+
+	copyFile := func(src string, mode os.FileMode) {
+		t.Helper()
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(installed, b, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(installed, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func()
+	}{
+		{"another agent build", func() { copyFile(other, 0o700) }},
+		{"not executable", func() { copyFile(f.agent, 0o600) }},
+		{"removed", func() {
+			if err := os.Remove(installed); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.damage()
+			c := f.connect(t, "root")
+			if !c.Push.Uploaded || c.Push.Bytes != size {
+				t.Errorf("push = %+v, want an upload of %d bytes", c.Push, size)
+			}
+			if got := c.Handshake.GetBinarySha256(); got != want || c.Handshake.GetAgentVersion() != "itest" {
+				t.Errorf("running agent %s (%s), want %s", got, c.Handshake.GetAgentVersion(), want)
+			}
+			c.Close()
+			got, _, err := HashFile(installed)
+			if err != nil || got != want {
+				t.Errorf("installed file hashes to %s (%v), want %s", got, err, want)
+			}
+			// And the next connection starts it without uploading.
+			c = f.connect(t, "root")
+			if c.Push.Uploaded {
+				t.Errorf("second connection uploaded again: %+v", c.Push)
+			}
+			c.Close()
+		})
+	}
+}

@@ -1,16 +1,20 @@
 // Package push uploads the kthw-agent binary to a node over SSH, content-addressed by its
-// sha256, so that a node already holding the binary costs one remote command.
+// sha256, so that a node already holding the binary costs nothing beyond starting it.
 //
 // Remote layout (all root-owned, 0700):
 //
 //	<Dir>/<sha256>/kthw-agent
 //
-// A push first runs one check command; if the binary is missing or differs it runs one upload
-// command that streams the binary into <Dir>/<sha256>/.kthw-agent.part.<random>, verifies its
-// sha256, and renames it into place. A corrupted or truncated upload is removed and nothing
-// is installed. Both commands run as root (through "sudo -n" for other users) and report
-// their result on a line that starts with a per-push random marker, so whatever a chatty
-// login shell prints to stdout cannot be mistaken for the answer.
+// A binary reaches its path only through Upload, which streams it into
+// <Dir>/<sha256>/.kthw-agent.part.<random>, verifies its sha256 on the node and renames it into
+// place; a corrupted or truncated upload is removed and nothing is installed. So a file at the
+// content-addressed path was verified when it was installed, and ExecCommand starts it without
+// hashing it again: the agent reports the sha256 of its running binary in the Handshake, and a
+// caller that sees another hash uploads again (see controller/node). Push is the stand-alone
+// form: a check that does hash the installed file, then Upload when it is missing or differs.
+// Remote commands run as root (through "sudo -n" for other users) and report their result on a
+// line that starts with a per-push random marker, so whatever a chatty login shell prints to
+// stdout cannot be mistaken for the answer.
 package push
 
 import (
@@ -85,8 +89,9 @@ func (p Pusher) Push(ctx context.Context, c *ssh.Client, user string, localBinar
 	return res, nil
 }
 
-func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary string) (Result, error) {
-	dir := p.Dir
+// Locate returns where localBinary lives on a node under dir (DefaultDir if empty): its
+// sha256 (cached per path, size and mtime) and remote path. Nothing is sent.
+func Locate(localBinary, dir string) (Result, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
@@ -98,16 +103,23 @@ func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary strin
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{RemotePath: path.Join(dir, sum, BinaryName), SHA256: sum}
+	return Result{RemotePath: path.Join(dir, sum, BinaryName), SHA256: sum}, nil
+}
+
+func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary string) (Result, error) {
+	res, err := Locate(localBinary, p.Dir)
+	if err != nil {
+		return Result{}, err
+	}
 	marker, err := randomHex(12)
 	if err != nil {
 		return Result{}, err
 	}
 	marker = "KTHW-PUSH-" + marker
-	sudo := sshx.SudoPrefix(user)
+	dir := path.Dir(path.Dir(res.RemotePath))
 
 	// Round trip 1: is it there already?
-	out, err := sshx.RunOp(ctx, c, "check agent", sudo+sshx.Command("/bin/sh", "-c", checkScript, "kthw-push", dir, sum, marker), nil)
+	out, err := sshx.RunOp(ctx, c, "check agent", sshx.SudoPrefix(user)+sshx.Command("/bin/sh", "-c", checkScript, "kthw-push", dir, res.SHA256, marker), nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -121,8 +133,30 @@ func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary strin
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-
 	// Round trip 2: upload, verify, install.
+	return p.upload(ctx, c, user, localBinary, res)
+}
+
+// Upload sends localBinary to the node behind c whether or not it is there, verifies it and
+// installs it at Result.RemotePath, replacing what was there. Errors are as for Push.
+func (p Pusher) Upload(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
+	res, err := Locate(localBinary, p.Dir)
+	if err == nil {
+		res, err = p.upload(ctx, c, user, localBinary, res)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("push agent: %w", err)
+	}
+	return res, nil
+}
+
+func (p Pusher) upload(ctx context.Context, c *ssh.Client, user, localBinary string, res Result) (Result, error) {
+	marker, err := randomHex(12)
+	if err != nil {
+		return Result{}, err
+	}
+	marker = "KTHW-PUSH-" + marker
+	dir, sum := path.Dir(path.Dir(res.RemotePath)), res.SHA256
 	f, err := os.Open(localBinary)
 	if err != nil {
 		return Result{}, err
@@ -137,7 +171,7 @@ func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary strin
 	if err != nil {
 		return Result{}, err
 	}
-	out, err = sshx.RunOp(ctx, c, "upload agent", sudo+sshx.Command("/bin/sh", "-c", uploadScript, "kthw-push", dir, sum, marker, part), sent)
+	out, err := sshx.RunOp(ctx, c, "upload agent", sshx.SudoPrefix(user)+sshx.Command("/bin/sh", "-c", uploadScript, "kthw-push", dir, sum, marker, part), sent)
 	verdict, fields := result(out, marker)
 	var re *sshx.RemoteError
 	if errors.As(err, &re) && re.ExitCode == exitMismatch && verdict == "mismatch" {
@@ -159,6 +193,24 @@ func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary strin
 	res.Uploaded, res.Bytes = true, sent.n
 	return res, nil
 }
+
+// ExitNotInstalled is the exit status of ExecCommand when no agent is installed at its path.
+const ExitNotInstalled = 87
+
+// ExecCommand is the remote command that runs the agent installed at remotePath with args (as
+// root, through sudo for users other than root) in place of the shell, or exits with
+// ExitNotInstalled when there is no regular file at that path. It does not hash the binary:
+// the path names the hash the binary had when Upload verified and installed it, and the agent
+// reports the hash of what it runs in its Handshake.
+func ExecCommand(user, remotePath string, args ...string) string {
+	argv := append([]string{"/bin/sh", "-c", execScript, "kthw-agent", remotePath}, args...)
+	return sshx.SudoPrefix(user) + sshx.Command(argv...)
+}
+
+// execScript: $1 is the agent's path, the rest its arguments.
+const execScript = `if [ -f "$1" ] && [ ! -L "$1" ]; then exec "$@"; fi
+echo "kthw-agent: no agent installed at $1" >&2
+exit 87`
 
 // exitMismatch is the upload script's exit status for a sha256 mismatch.
 const exitMismatch = 86
