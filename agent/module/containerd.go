@@ -172,12 +172,12 @@ func (c *Containerd) run(ctx context.Context, env *Env, apply bool) (res Result,
 			res.Diff = d.String()
 		}
 	}()
-	pkgChanged, candidate, err := c.ensurePackages(ctx, env, apply, &d)
+	pkgChanged, pkgVersion, err := c.ensurePackages(ctx, env, apply, &d)
 	if err != nil {
 		return res, err
 	}
 	res.Changed = pkgChanged
-	version, err := c.detectConfigVersion(ctx, env, candidate)
+	version, err := c.detectConfigVersion(ctx, env, pkgVersion)
 	if err != nil {
 		if apply || !pkgChanged {
 			return res, err
@@ -235,9 +235,9 @@ func (c *Containerd) run(ctx context.Context, env *Env, apply bool) (res Result,
 }
 
 // ensurePackages installs the packages that are missing or at another
-// version. It returns whether it did (would), and, when containerd is not
-// installed yet, the version the package manager would install (for Check
-// to pick the config version).
+// version. It returns whether it did (would), and the version of the
+// containerd package: the one installed, or the one the package manager
+// installs (would install) when it is missing; "" when unknown.
 func (c *Containerd) ensurePackages(ctx context.Context, env *Env, apply bool, d *diffBuilder) (bool, string, error) {
 	if len(c.packages) == 0 {
 		return false, "", nil
@@ -265,6 +265,9 @@ func (c *Containerd) ensurePackages(ctx context.Context, env *Env, apply bool, d
 		want := p.Version
 		if ok && pkg.MatchVersion(cur, want) {
 			env.info(fmt.Sprintf("package %s %s is installed", p.Name, cur))
+			if candidate == "" && strings.HasPrefix(p.Name, "containerd") {
+				candidate = cur
+			}
 			continue
 		}
 		if want != "" {
@@ -309,24 +312,25 @@ func (c *Containerd) ensurePackages(ctx context.Context, env *Env, apply bool, d
 		return false, "", fmt.Errorf("install containerd packages: %w", err)
 	}
 	env.info(fmt.Sprintf("installed %d package(s) with %s", len(todo), mgr.Name()))
-	return true, "", nil
+	return true, candidate, nil
 }
 
 // detectConfigVersion returns the config.toml version to render: the one
-// asked for, else 3 for containerd 2.x and 2 for 1.x. candidate is the
-// version a package would install, for a Check before containerd is there.
-func (c *Containerd) detectConfigVersion(ctx context.Context, env *Env, candidate string) (int, error) {
+// asked for, else 3 for containerd 2.x and 2 for 1.x. pkgVersion is the
+// containerd package's version (installed, or about to be) when this module
+// manages the package; without it, `containerd --version` says.
+func (c *Containerd) detectConfigVersion(ctx context.Context, env *Env, pkgVersion string) (int, error) {
 	if c.configVersion != 0 {
 		return c.configVersion, nil
 	}
+	if pkgVersion != "" {
+		if v, err := configVersionFor(pkgVersion); err == nil {
+			env.info(fmt.Sprintf("containerd package %s: config version %d", pkgVersion, v))
+			return v, nil
+		}
+	}
 	out, err := env.cmdRunner().Run(ctx, []string{"containerd", "--version"}, nil, nil)
 	if err != nil {
-		if candidate != "" {
-			if v, perr := configVersionFor(candidate); perr == nil {
-				env.info(fmt.Sprintf("containerd is not installed yet; config version %d for package version %s", v, candidate))
-				return v, nil
-			}
-		}
 		return 0, fmt.Errorf("detect the containerd version (set config_version to skip): %w", err)
 	}
 	// containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1

@@ -6,10 +6,7 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -91,7 +88,7 @@ func New(opts Options) *Server {
 	if exe == "" {
 		exe = "/proc/self/exe"
 	}
-	s.exeHash = sync.OnceValues(func() (string, error) { return hashFile(exe) })
+	s.exeHash = sync.OnceValues(func() (string, error) { return binaryHash(exe) })
 	return s
 }
 
@@ -180,15 +177,3 @@ func (s *Server) units(ctx context.Context, names []string) ([]*agentv1.UnitStat
 	return out, nil
 }
 
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("hash agent binary: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash agent binary: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}

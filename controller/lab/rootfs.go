@@ -180,6 +180,9 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	// Holders are mostly brief (a node's directory made, a record read), so the wait starts
+	// short and backs off to 100 ms.
+	wait := time.Millisecond
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -194,8 +197,9 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		case <-ctx.Done():
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 100*time.Millisecond)
 	}
 }
 

@@ -102,6 +102,7 @@ func dial(ctx context.Context, t Target, o Options) (*ssh.Client, error) {
 		if err != nil {
 			return nil, explainNetErr(err, timeout)
 		}
+		conn = quickAck(conn)
 	}
 
 	cfg := &ssh.ClientConfig{
