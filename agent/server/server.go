@@ -176,4 +176,3 @@ func (s *Server) units(ctx context.Context, names []string) ([]*agentv1.UnitStat
 	}
 	return out, nil
 }
-
