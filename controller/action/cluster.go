@@ -122,6 +122,7 @@ func (o *ClusterOptions) nodeOptions(n provider.Node) (sshx.Target, node.Options
 	return t, node.Options{
 		SSH:               so,
 		AgentBinary:       o.AgentBinary,
+		AgentHashStamp:    o.Workspace.AgentHashStampPath(),
 		AgentDir:          o.AgentDir,
 		BlobDir:           o.BlobDir,
 		ControllerVersion: o.ControllerVersion,

@@ -26,6 +26,9 @@ type Options struct {
 	SSH sshx.Options
 	// AgentBinary is the local kthw-agent to push.
 	AgentBinary string
+	// AgentHashStamp, when set, is a file that remembers AgentBinary's sha256 between runs
+	// (see push.Locate).
+	AgentHashStamp string
 	// AgentDir is the node's root-owned agent directory (push.DefaultDir when empty).
 	AgentDir string
 	// BlobDir is where the agent stores blobs (DefaultBlobDir when empty).
@@ -63,7 +66,7 @@ func Connect(ctx context.Context, t sshx.Target, o Options) (*Conn, error) {
 	c.SSH = client
 	c.DialTime = time.Since(start)
 
-	res, err := push.Locate(o.AgentBinary, o.AgentDir)
+	res, err := push.Locate(o.AgentBinary, o.AgentDir, o.AgentHashStamp)
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("push agent: %w", err)

@@ -90,8 +90,10 @@ func (p Pusher) Push(ctx context.Context, c *ssh.Client, user string, localBinar
 }
 
 // Locate returns where localBinary lives on a node under dir (DefaultDir if empty): its
-// sha256 (cached per path, size and mtime) and remote path. Nothing is sent.
-func Locate(localBinary, dir string) (Result, error) {
+// sha256 and remote path. Nothing is sent. The hash is remembered per path, size and mtime in
+// memory and, when stampFile is set, in that file (with the binary's inode and ctime), so a
+// controller run does not read the whole binary again to learn a hash it knew.
+func Locate(localBinary, dir, stampFile string) (Result, error) {
 	if dir == "" {
 		dir = DefaultDir
 	}
@@ -99,7 +101,7 @@ func Locate(localBinary, dir string) (Result, error) {
 		return Result{}, fmt.Errorf("remote dir %q: must be an absolute path below /", dir)
 	}
 	dir = path.Clean(dir)
-	sum, err := hashFile(localBinary)
+	sum, err := hashFile(localBinary, stampFile)
 	if err != nil {
 		return Result{}, err
 	}
@@ -107,7 +109,7 @@ func Locate(localBinary, dir string) (Result, error) {
 }
 
 func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary string) (Result, error) {
-	res, err := Locate(localBinary, p.Dir)
+	res, err := Locate(localBinary, p.Dir, "")
 	if err != nil {
 		return Result{}, err
 	}
@@ -140,7 +142,7 @@ func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary strin
 // Upload sends localBinary to the node behind c whether or not it is there, verifies it and
 // installs it at Result.RemotePath, replacing what was there. Errors are as for Push.
 func (p Pusher) Upload(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
-	res, err := Locate(localBinary, p.Dir)
+	res, err := Locate(localBinary, p.Dir, "")
 	if err == nil {
 		res, err = p.upload(ctx, c, user, localBinary, res)
 	}
@@ -304,8 +306,13 @@ type hashKey struct {
 	mtime time.Time
 }
 
-func hashFile(name string) (string, error) {
-	fi, err := os.Stat(name)
+func hashFile(name, stampFile string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", fmt.Errorf("hash local agent binary: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("hash local agent binary: %w", err)
 	}
@@ -316,11 +323,15 @@ func hashFile(name string) (string, error) {
 	if v, ok := hashCache.Load(key); ok {
 		return v.(string), nil
 	}
-	f, err := os.Open(name)
-	if err != nil {
-		return "", fmt.Errorf("hash local agent binary: %w", err)
+	id := fileIdentity(name, fi)
+	if stampFile != "" && id != "" {
+		if b, err := os.ReadFile(stampFile); err == nil {
+			if sum, rest, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && rest == id && len(sum) == sha256.Size*2 {
+				hashCache.Store(key, sum)
+				return sum, nil
+			}
+		}
 	}
-	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
@@ -331,5 +342,18 @@ func hashFile(name string) (string, error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	hashCache.Store(key, sum)
+	if stampFile != "" && id != "" {
+		writeStamp(stampFile, sum+" "+id+"\n") // best effort: the next run hashes again without it
+	}
 	return sum, nil
+}
+
+func writeStamp(name, content string) {
+	tmp := fmt.Sprintf("%s.%d.tmp", name, os.Getpid())
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+	}
 }

@@ -32,6 +32,8 @@ import (
 const (
 	KeyFile        = "id_ed25519"
 	KnownHostsFile = "known_hosts"
+	// AgentHashStampFile remembers the local agent's sha256 with its identity (push.Locate).
+	AgentHashStampFile = "agent.sha256"
 	// EtcdSnapshotsDir holds the etcd snapshots pulled back from nodes.
 	EtcdSnapshotsDir = "etcd-snapshots"
 )
@@ -73,6 +75,9 @@ func (w *Workspace) KeyPath() string { return filepath.Join(w.Dir, KeyFile) }
 // EtcdSnapshotsPath is the directory of etcd snapshots pulled back from
 // the nodes (see controller/etcd.Store).
 func (w *Workspace) EtcdSnapshotsPath() string { return filepath.Join(w.Dir, EtcdSnapshotsDir) }
+
+// AgentHashStampPath is the file that remembers the local agent binary's sha256 between runs.
+func (w *Workspace) AgentHashStampPath() string { return filepath.Join(w.Dir, AgentHashStampFile) }
 
 // KnownHostsPath is the workspace's known_hosts file.
 func (w *Workspace) KnownHostsPath() string { return filepath.Join(w.Dir, KnownHostsFile) }
