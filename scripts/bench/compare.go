@@ -32,9 +32,7 @@ type compareResult struct {
 	kthwNoopCPU                          durations
 	kthwNoopRSS                          []int64
 	kthwNoopSteps                        map[string]durations // per step, the longest node of each re-run
-	kthwNoopNoHash                       durations            // re-runs with the what-if push check (whatif.go)
-	kthwNoopPaired                       durations            // re-runs without it, interleaved with those
-	connect, connectNoHash               connectSamples       // node.Connect's steps on the 3 nodes
+	connect                              connectSamples       // node.Connect's steps on the 3 nodes
 	ansibleNoopCPU                       durations            // ansible-playbook and its children (forks, ssh)
 	kthwPackages, kthwContainerd         durations            // longest packages/containerd step of each first run
 	kthwAgentFresh                       durations            // agent step of up --no-node-prep (push + start)
@@ -47,7 +45,6 @@ type compareResult struct {
 
 type compareOpts struct {
 	reps, noops int
-	whatIf      bool
 	cpuProfile  string // a CPU profile of one kthw no-op run
 }
 
@@ -153,41 +150,8 @@ func (e *benchEnv) compare(ctx context.Context, o compareOpts) (*compareResult, 
 						return nil, fmt.Errorf("ansible on kthw-prepared nodes: %w", err)
 					}
 					res.crossAnsibleOnKthw = r.recapSummary()
-					hosts := hostsOf(specs)
-					if !o.whatIf {
-						if res.connect, err = e.connectBreakdown(ctx, ws, hosts, 5); err != nil {
-							return nil, err
-						}
-					} else {
-						// The connection's steps and whole re-runs, each with
-						// and without the what-if push check, interleaved.
-						err := e.paired(ctx, ws, hosts, 5, func(noHash bool) error {
-							c, err := e.connectBreakdown(ctx, ws, hosts, 1)
-							dst := &res.connect
-							if noHash {
-								dst = &res.connectNoHash
-							}
-							dst.dial, dst.push, dst.start = append(dst.dial, c.dial...), append(dst.push, c.push...), append(dst.start, c.start...)
-							return err
-						})
-						if err != nil {
-							return nil, err
-						}
-						err = e.paired(ctx, ws, hosts, max(o.noops, 3), func(noHash bool) error {
-							st, out, err := up()
-							if err == nil && len(out.changed) > 0 {
-								err = fmt.Errorf("kthw re-run (what-if %v) changed %s", noHash, strings.Join(out.changed, ", "))
-							}
-							if noHash {
-								res.kthwNoopNoHash = append(res.kthwNoopNoHash, st.wall)
-							} else {
-								res.kthwNoopPaired = append(res.kthwNoopPaired, st.wall)
-							}
-							return err
-						})
-						if err != nil {
-							return nil, err
-						}
+					if res.connect, err = e.connectBreakdown(ctx, ws, hostsOf(specs), 5); err != nil {
+						return nil, err
 					}
 				}
 			case "ansible":

@@ -44,11 +44,7 @@ type fanoutRow struct {
 	// sampledCPU its total (treeCPU).
 	cpuByComm  map[string]time.Duration
 	sampledCPU time.Duration
-	// noHash are no-op runs with the what-if push check (whatif.go).
-	noHash, noHashNodeCPU durations
-	// paired are the runs without it, interleaved with those.
-	paired, pairedNodeCPU durations
-	note                  string
+	note       string
 }
 
 type fanoutOpts struct {
@@ -56,7 +52,6 @@ type fanoutOpts struct {
 	runs       int
 	nspawnMax  int
 	profileDir string
-	whatIf     bool
 }
 
 // inotifyBudget returns how many nspawn nodes fit in the host's inotify
@@ -285,26 +280,6 @@ func (e *benchEnv) fanoutLight(ctx context.Context, o fanoutOpts) (rows []fanout
 		}
 		if err := e.noopRuns(&r, roots, o, run, profile); err != nil {
 			return nil, err
-		}
-		if n == maxCount && o.whatIf {
-			err := e.paired(ctx, wsDir, addrs, o.runs, func(noHash bool) error {
-				before := treeCPU(roots)
-				st, out, err := run()
-				if err == nil && len(out.changed) > 0 {
-					err = fmt.Errorf("no-op run (what-if %v) changed %s", noHash, strings.Join(out.changed, ", "))
-				}
-				if noHash {
-					r.noHash = append(r.noHash, st.wall)
-					r.noHashNodeCPU = append(r.noHashNodeCPU, treeCPU(roots)-before)
-				} else {
-					r.paired = append(r.paired, st.wall)
-					r.pairedNodeCPU = append(r.pairedNodeCPU, treeCPU(roots)-before)
-				}
-				return err
-			})
-			if err != nil {
-				return nil, err
-			}
 		}
 		rows = append(rows, r)
 	}

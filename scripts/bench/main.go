@@ -69,7 +69,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var co compareOpts
 	fs.IntVar(&co.reps, "reps", 3, "compare: first runs per tool, each on fresh nodes")
 	fs.IntVar(&co.noops, "noops", 2, "compare: idempotent re-runs per tool after each of its first runs")
-	whatIf := fs.Bool("whatif", true, "also time no-op runs with a push check that does not re-hash the agent on the nodes (3 nodes and the largest fan-out count)")
 	var fo fanoutOpts
 	counts := fs.String("counts", "10,25,50,100", "fanout: node counts")
 	fs.IntVar(&fo.runs, "runs", 5, "fanout: no-op runs per node count")
@@ -100,7 +99,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fo.counts = append(fo.counts, n)
 	}
 	slices.Sort(fo.counts)
-	co.whatIf, fo.whatIf = *whatIf, *whatIf
 	if co.reps < 1 || co.noops < 1 || fo.runs < 1 {
 		return errors.New("-reps, -noops and -runs must be at least 1")
 	}
@@ -288,17 +286,6 @@ func compareRows(c *compareResult, o compareOpts) []row {
 	if len(c.connect.dial) > 0 {
 		rows = append(rows, row{what: fmt.Sprintf("agent connection to a prepared node, %d at once (node.Connect, as `up` does)", n), value: c.connect.String()})
 	}
-	if len(c.connectNoHash.dial) > 0 {
-		rows = append(rows, row{what: "the same with the what-if push check (no re-hash on the node), interleaved with the above", value: c.connectNoHash.String()})
-	}
-	if len(c.kthwNoopNoHash) > 0 {
-		nh := c.kthwNoopNoHash.median().Seconds()
-		rows = append(rows, row{
-			what:  fmt.Sprintf("what-if: idempotent re-run, %d nodes, kthw with a push check that does not re-hash the agent on the node", n),
-			value: fmt.Sprintf("%s; Ansible / this %.1f×; the same re-runs without it, interleaved with these: median %s", spread(c.kthwNoopNoHash), an.Seconds()/nh, secs(c.kthwNoopPaired.median())),
-			goal:  "< 1 s; ≥ 50×", ratio: ratio(nh/1) + " / " + ratio(50/(an.Seconds()/nh)),
-		})
-	}
 	return rows
 }
 
@@ -348,16 +335,6 @@ func fanoutRows(rows []fanoutRow) []row {
 			x.ratio = ratio(r.wall.median().Seconds()/5) + " / " + ratio(rssMB/150)
 		}
 		out = append(out, x)
-		if len(r.noHash) > 0 {
-			lo, hi := r.noHash.minmax()
-			out = append(out, row{
-				what: fmt.Sprintf("what-if: the same, %d %s nodes, push check without re-hashing the agent on the node", r.nodes, r.substrate),
-				value: fmt.Sprintf("wall median %s (%s–%s, n=%d); nodes' CPU %s; the same runs without it, interleaved with these: wall median %s, nodes' CPU %s",
-					secs(r.noHash.median()), num(lo.Seconds()), num(hi.Seconds()), len(r.noHash), secs(r.noHashNodeCPU.median()),
-					secs(r.paired.median()), secs(r.pairedNodeCPU.median())),
-				goal: "< 5 s", ratio: ratio(r.noHash.median().Seconds() / 5),
-			})
-		}
 	}
 	return out
 }
