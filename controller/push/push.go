@@ -77,9 +77,9 @@ type Result struct {
 	Bytes      int64  // bytes sent (0 when not uploaded)
 }
 
-// Push makes sure the node behind c has localBinary at Result.RemotePath. user is the SSH
-// user (commands run through sshx.SudoPrefix(user)). A node that already has the binary costs
-// one remote command, a node that needs it two. Errors wrap *sshx.RemoteError (with
+// Push makes sure the node behind c has localBinary at Result.RemotePath, hashing what is
+// there. user is the SSH user (commands run through sshx.SudoPrefix(user)). A node that
+// already has the binary costs one remote command, a node that needs it two. Errors wrap *sshx.RemoteError (with
 // sshx.ErrSudoPassword when sudo wants a password) or *CorruptedError.
 func (p Pusher) Push(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
 	res, err := p.push(ctx, c, user, localBinary)
