@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,19 +56,10 @@ func binaryHash(exe string) (string, error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if stamp != "" && filepath.Base(filepath.Dir(stamp)) == sum {
-		writeStamp(stamp, sum+" "+id+"\n") // best effort: without it the next start hashes again
+		// Best effort: without it the next start hashes again.
+		_ = renameio.WriteFile(stamp, []byte(sum+" "+id+"\n"), 0o600)
 	}
 	return sum, nil
-}
-
-func writeStamp(path, content string) {
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-	}
 }
 
 func isSHA256Hex(s string) bool {

@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"io"
 	"os"
 	"path"
@@ -343,17 +344,8 @@ func hashFile(name, stampFile string) (string, error) {
 	sum := hex.EncodeToString(h.Sum(nil))
 	hashCache.Store(key, sum)
 	if stampFile != "" && id != "" {
-		writeStamp(stampFile, sum+" "+id+"\n") // best effort: the next run hashes again without it
+		// Best effort: without it the next run hashes again.
+		_ = renameio.WriteFile(stampFile, []byte(sum+" "+id+"\n"), 0o600)
 	}
 	return sum, nil
-}
-
-func writeStamp(name, content string) {
-	tmp := fmt.Sprintf("%s.%d.tmp", name, os.Getpid())
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-	}
 }
