@@ -16,7 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountOverlay mounts an overlay of lower (read-only) and upper/work at target.
+// mountOverlay mounts an overlay of lower (read-only; several directories separated by ':',
+// topmost first) and upper/work at target.
 func mountOverlay(lower, upper, work, target string) error {
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
 	if err := unix.Mount("overlay", target, "overlay", 0, opts); err != nil {

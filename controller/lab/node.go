@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,8 +78,14 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) 
 		return NodeInfo{}, err
 	}
 
-	image := ""
+	image, layers := "", spec.Layers
 	if rec != nil && rec.Image != "" {
+		layers = rec.Layers
+		for _, ly := range layers {
+			if !isDir(ly) {
+				return NodeInfo{}, fmt.Errorf("start node %s: its layer %s is gone; destroy and re-create the node", spec.Name, ly)
+			}
+		}
 		if !isDir(rec.Image) {
 			return NodeInfo{}, fmt.Errorf("start node %s: its image %s is gone; destroy and re-create the node", spec.Name, rec.Image)
 		}
@@ -95,7 +102,8 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) 
 			return NodeInfo{}, fmt.Errorf("start node %s: %w", spec.Name, err)
 		}
 	}
-	if err := mountOverlay(image, filepath.Join(dir, upperDir), filepath.Join(dir, workDir), root); err != nil {
+	lower := strings.Join(append(slices.Clone(layers), image), ":")
+	if err := mountOverlay(lower, filepath.Join(dir, upperDir), filepath.Join(dir, workDir), root); err != nil {
 		return NodeInfo{}, fmt.Errorf("start node %s: %w", spec.Name, err)
 	}
 	created := time.Now().UTC()
@@ -105,7 +113,7 @@ func (l *Lab) Start(ctx context.Context, spec NodeSpec) (_ NodeInfo, err error) 
 	rec = &nodeRecord{
 		Name: spec.Name, Hostname: spec.Hostname, Address: spec.Address, Gateway: spec.Gateway,
 		HostPublicKey: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))),
-		Image:         image, Created: created,
+		Image:         image, Layers: layers, Created: created,
 	}
 	fail := func(err error) (NodeInfo, error) {
 		if cerr := l.stop(context.WithoutCancel(ctx), dir, rec); cerr != nil {
@@ -301,10 +309,11 @@ func (l *Lab) state(dir string) (State, int) {
 }
 
 func (l *Lab) info(name, dir string, rec *nodeRecord, state State, pid int) NodeInfo {
-	n := NodeInfo{Name: name, Dir: dir, State: state, PID: pid}
+	n := NodeInfo{Name: name, Dir: dir, State: state, PID: pid,
+		Upper: filepath.Join(dir, upperDir), Root: filepath.Join(dir, mergedDir)}
 	if rec != nil {
 		n.Hostname, n.Address, n.Gateway = rec.Hostname, rec.Address, rec.Gateway
-		n.HostPublicKey, n.Image = rec.HostPublicKey, rec.Image
+		n.HostPublicKey, n.Image, n.Layers = rec.HostPublicKey, rec.Image, rec.Layers
 	}
 	return n
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -34,6 +35,11 @@ type NodeSpec struct {
 	AuthorizedKeys []byte
 	// Users are login users besides root (e.g. a cloud image's default user with sudo).
 	Users []User
+	// Layers are read-only directories stacked on the image below the node's own writable
+	// layer, topmost first (overlayfs lowerdirs): e.g. another, stopped node's Upper, so that the
+	// new node starts from that node's disk. Only a new node takes them; a node keeps the layers
+	// it was made with. The caller keeps them unchanged while the node exists.
+	Layers []string
 }
 
 func (s *NodeSpec) setDefaults() {
@@ -69,6 +75,11 @@ func (s *NodeSpec) validate() (ssh.PublicKey, error) {
 	} else if _, _, _, _, err := ssh.ParseAuthorizedKey(s.AuthorizedKeys); err != nil {
 		bad("authorizedKeys", "%v", err)
 	}
+	for i, l := range s.Layers {
+		if !filepath.IsAbs(l) || strings.ContainsAny(l, ":,") || !isDir(l) {
+			bad(fmt.Sprintf("layers[%d]", i), "%q is not an existing absolute directory without ':' or ','", l)
+		}
+	}
 	for _, msg := range validateUsers(s.Users) {
 		errs = append(errs, fmt.Errorf("node %q: %s", s.Name, msg))
 	}
@@ -98,7 +109,12 @@ type NodeInfo struct {
 	HostPublicKey string
 	// Image is the root filesystem the node's overlay sits on.
 	Image string
-	State State
+	// Layers are the read-only layers between Image and the node's own layer, topmost first.
+	Layers []string
+	// Upper is the node's own, writable layer (the overlay's upper directory): what the node
+	// changed on its image. Root is where the node's tree is mounted while it runs.
+	Upper, Root string
+	State       State
 	// PID is systemd-nspawn's PID while running.
 	PID int
 	// Dir is the node's directory.
@@ -113,6 +129,7 @@ type nodeRecord struct {
 	Gateway       netip.Addr   `json:"gateway"`
 	HostPublicKey string       `json:"hostPublicKey"`
 	Image         string       `json:"image"`
+	Layers        []string     `json:"layers,omitempty"`
 	// Veth is the host side of the node's link, recorded after a boot so that a crashed node's
 	// link can be removed.
 	Veth    string    `json:"veth,omitempty"`
