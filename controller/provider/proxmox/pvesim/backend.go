@@ -50,8 +50,24 @@ type VMInfo struct {
 	// HasCloudInit reports whether the VM has a cloud-init drive; without
 	// one a real guest would not get any of the settings above.
 	HasCloudInit bool
+	// Disk is the boot disk.
+	Disk DiskInfo
 	// Config is the whole VM config, Proxmox-formatted.
 	Config map[string]string
+}
+
+// DiskInfo is what the simulator knows of a VM's boot disk.
+type DiskInfo struct {
+	// Volume is its volume ID; empty when the VM has no disk.
+	Volume string
+	// GuestAgent says the disk's operating system carries
+	// qemu-guest-agent, as far as the simulator knows: the import image
+	// it came from did (ImportImage.GuestAgent). What a guest installs
+	// later only its backend sees.
+	GuestAgent bool
+	// Lineage are the VMIDs whose disks this disk was cloned from,
+	// nearest first (a clone of template 9000: [9000]).
+	Lineage []int
 }
 
 // GuestInfo is what the guest agent reports.
@@ -63,6 +79,14 @@ type GuestInfo struct {
 	// Files the agent can read (agent/file-read), by absolute path; a
 	// path not here fails as a missing file does.
 	Files map[string]string
+	// NoGuestAgent: the guest has no qemu-guest-agent, so none answers
+	// ("QEMU guest agent is not running") though the VM's agent option
+	// is on.
+	NoGuestAgent bool
+	// HostKeys are the SSH host public keys (authorized_keys format)
+	// cloud-init prints on the serial console at the instance's first
+	// boot; empty means the one in Files[HostKeyFile].
+	HostKeys []string
 }
 
 // Files a cloud-init guest has once it booted, which kthw's provider reads
@@ -115,7 +139,7 @@ func (DefaultBackend) Start(_ context.Context, vm VMInfo) (GuestInfo, error) {
 	if pub, err := DefaultHostKey(vm); err == nil {
 		files[HostKeyFile] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " root@" + hostLabel(vm.Name) + "\n"
 	}
-	return GuestInfo{Interfaces: []GuestInterface{gi}, Files: files}, nil
+	return GuestInfo{Interfaces: []GuestInterface{gi}, Files: files, NoGuestAgent: vm.Disk.Volume != "" && !vm.Disk.GuestAgent}, nil
 }
 
 // DefaultHostKey is the SSH host key DefaultBackend's guests have: derived

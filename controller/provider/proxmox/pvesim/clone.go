@@ -285,6 +285,10 @@ func (s *Server) cloneConfig(p *clonePlan, newid int, node, storageID string, tc
 				leaf := vol.name[strings.LastIndex(vol.name, "/")+1:]
 				tc.t.log = append(tc.t.log, fmt.Sprintf("  Logical volume \"%s\" created.", leaf))
 			}
+			if srcVol != nil && !isCloudInitDrive(val) {
+				vol.noGuestAgent = srcVol.noGuestAgent
+				vol.lineage = append([]int{p.src.id}, srcVol.lineage...)
+			}
 			created = append(created, vol.volid())
 			d.file = vol.volid()
 			conf[k] = d.String()

@@ -407,6 +407,7 @@ func (s *Server) createDisk(v *vm, key, val string, conf map[string]string, log 
 		}
 		gb, _ := strconv.ParseFloat(m[3], 64)
 		size := int64(gb * (1 << 30))
+		noAgent := false
 		if src, ok := d.opts.get("import-from"); ok {
 			d.opts.del("import-from")
 			n, err := s.importSize(v.node, src)
@@ -414,10 +415,14 @@ func (s *Server) createDisk(v *vm, key, val string, conf map[string]string, log 
 				return "", err
 			}
 			size = n
+			if sv := s.findVolume(v.node, src); sv != nil {
+				noAgent = sv.noGuestAgent
+			}
 			log("importing disk '%s' to VM %d ...", src, v.id)
 			log("transferred %s of %s (100.00%%)", formatHuman(size), formatHuman(size))
 		}
 		vol := s.allocVolume(st, v.node, v.id, size, "")
+		vol.noGuestAgent = noAgent
 		if v.isTemplate() {
 			s.makeBase(vol)
 		}

@@ -42,6 +42,10 @@ type Faults struct {
 	// AgentDelay, when set, replaces Config.AgentDelay for VMs started
 	// from now on (a slow guest). Nanoseconds in JSON.
 	AgentDelay time.Duration `json:"agent_delay,omitempty"`
+	// ConsoleNoKeys makes guests started from now on print no SSH host
+	// keys on their serial console (an image whose cloud-init does not
+	// run cc_keys_to_console).
+	ConsoleNoKeys bool `json:"console_no_keys,omitempty"`
 	// Forbidden answers 403 for matching requests.
 	Forbidden []ForbidRule `json:"forbidden,omitempty"`
 	// OfflineNodes makes requests for a node's paths fail the way

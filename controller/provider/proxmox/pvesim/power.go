@@ -95,6 +95,7 @@ func (s *Server) bootLocked(node string, vmid int, skiplock bool, tc *taskCtx) e
 	}
 	v.applyPending()
 	info := vmInfo(vmid, node, v.conf)
+	info.Disk = s.bootDisk(v)
 	if info.HasCloudInit {
 		tc.t.log = append(tc.t.log, "generating cloud-init ISO")
 	}
@@ -116,10 +117,35 @@ func (s *Server) bootLocked(node string, vmid int, skiplock bool, tc *taskCtx) e
 	v.running, v.pid, v.startedAt = true, s.nextPID, now
 	v.agentAt = now.Add(agentDelay)
 	v.ipAt = v.agentAt.Add(s.cfg.AgentIPDelay)
-	v.noAgent = s.faults.agentMissing(vmid)
+	v.noAgent = s.faults.agentMissing(vmid) || guest.NoGuestAgent
 	v.guest = guest
+	v.boots++
+	v.bootGen++
+	if v.console == nil {
+		v.console = &console{}
+	}
+	s.scheduleConsole(v, v.bootGen, info, v.boots == 1)
 	s.mu.Unlock()
 	return tc.sleep(0.5)
+}
+
+// bootDisk describes the first disk in a VM's boot order. Callers hold
+// s.mu.
+func (s *Server) bootDisk(v *vm) DiskInfo {
+	for _, d := range bootOrder(v.conf) {
+		val, ok := v.conf[d]
+		if !ok || !isDriveKey(d) || isCDROM(val) || isCloudInitDrive(val) {
+			continue
+		}
+		file := parseDrive(val).file
+		di := DiskInfo{Volume: file, GuestAgent: true}
+		if vol := s.findVolume(v.node, file); vol != nil {
+			di.GuestAgent = !vol.noGuestAgent
+			di.Lineage = append([]int(nil), vol.lineage...)
+		}
+		return di
+	}
+	return DiskInfo{}
 }
 
 func (s *Server) backendStart(info VMInfo) (GuestInfo, error) {
@@ -174,6 +200,10 @@ func (s *Server) haltLocked(node string, vmid int, skiplock bool, tc *taskCtx) e
 	s.mu.Lock()
 	v.running, v.pid = false, 0
 	v.guest = GuestInfo{}
+	v.bootGen++
+	if v.console != nil {
+		v.console.hangup()
+	}
 	s.mu.Unlock()
 	return tc.sleep(0.2)
 }

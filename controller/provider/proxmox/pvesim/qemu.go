@@ -48,20 +48,7 @@ func (s *Server) cpus(v *vm) int {
 // bootDiskSize is bootdisk_size: the size of the first disk in the boot
 // order (or of the legacy bootdisk).
 func (s *Server) bootDiskSize(v *vm) (int64, bool) {
-	var devs []string
-	bp := parseProps(v.conf["boot"])
-	if order, ok := bp.get("order"); ok {
-		devs = strings.Split(order, ";")
-	} else if bd := v.conf["bootdisk"]; bd != "" {
-		devs = []string{bd}
-	} else {
-		for _, k := range []string{"ide0", "sata0", "scsi0", "virtio0"} {
-			if _, ok := v.conf[k]; ok {
-				devs = append(devs, k)
-			}
-		}
-	}
-	for _, d := range devs {
+	for _, d := range bootOrder(v.conf) {
 		val, ok := v.conf[d]
 		if !ok || !isDriveKey(d) || isCDROM(val) || isCloudInitDrive(val) {
 			continue
@@ -73,6 +60,25 @@ func (s *Server) bootDiskSize(v *vm) (int64, bool) {
 		return 0, true
 	}
 	return 0, false
+}
+
+// bootOrder is the devices of the boot order (or the legacy bootdisk, or
+// the first disk of the usual buses).
+func bootOrder(conf map[string]string) []string {
+	var devs []string
+	bp := parseProps(conf["boot"])
+	if order, ok := bp.get("order"); ok {
+		devs = strings.Split(order, ";")
+	} else if bd := conf["bootdisk"]; bd != "" {
+		devs = []string{bd}
+	} else {
+		for _, k := range []string{"ide0", "sata0", "scsi0", "virtio0"} {
+			if _, ok := conf[k]; ok {
+				devs = append(devs, k)
+			}
+		}
+	}
+	return devs
 }
 
 // vmStats is vmstatus for one VM (the list fields).

@@ -65,6 +65,8 @@ func (s *Server) buildRoutes() []*route {
 		{"PUT", q + "/resize", s.resize, vmPerm("VM.Config.Disk")},
 		{"POST", q + "/clone", s.clone, vmPerm("VM.Clone")},
 		{"POST", q + "/template", s.vmTemplate, vmPerm("VM.Allocate")},
+		{"POST", q + "/termproxy", s.termproxy, vmPerm("VM.Console")},
+		{"GET", q + "/vncwebsocket", s.vncwebsocket, vmPerm("VM.Console")},
 		{"GET", q + "/cloudinit", s.cloudinitPending, vmPerm("VM.Audit")},
 		{"PUT", q + "/cloudinit", s.cloudinitRegenerate, vmPerm("VM.Config.Cloudinit")},
 		{"POST", q + "/agent/ping", s.agentCmd("ping"), vmPerm("VM.GuestAgent.Audit")},

@@ -49,8 +49,9 @@ type Server struct {
 	closing  chan struct{}
 	closed   bool
 	bgTasks  sync.WaitGroup
-	vmBusy   map[int]*sync.Mutex // serializes backend calls per VM
-	stolen   map[int]bool        // VMIDs a fault handed to "another client"
+	vmBusy   map[int]*sync.Mutex  // serializes backend calls per VM
+	stolen   map[int]bool         // VMIDs a fault handed to "another client"
+	terms    map[int]*termSession // termproxy sessions by port
 	pveMajor int
 }
 
@@ -70,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 		closing: make(chan struct{}),
 		vmBusy:  map[int]*sync.Mutex{},
 		stolen:  map[int]bool{},
+		terms:   map[int]*termSession{},
 	}
 	s.secret = []byte(randomHex(32))
 	if err := s.init(cfg); err != nil {
@@ -166,6 +168,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 			time.Sleep(s.cfg.UnauthorizedDelay)
 		}
 		writeError(w, ae)
+		return
+	}
+	if up, ok := data.(*wsUpgrade); ok {
+		up.serve(w, hr)
 		return
 	}
 	writeData(w, data, req.extra)

@@ -68,6 +68,15 @@ type Config struct {
 	ImportImageSize int64
 	// MACPrefix of generated MACs (default "BC:24:11", Proxmox's OUI).
 	MACPrefix string
+	// ImportImages are cloud images on import storages (seeded, or
+	// fetched by download-url), and whether they carry qemu-guest-agent.
+	// Images download-url fetches that are not listed carry it.
+	ImportImages []ImportImage
+	// ConsoleDelay is how long after a VM runs cloud-init's last stage
+	// prints to the serial console (the SSH host keys at an instance's
+	// first boot, then the login prompt); default 5s. Bytes printed while
+	// no terminal is connected are lost, as on a real serial port.
+	ConsoleDelay time.Duration
 
 	// Backend backs started VMs; nil means DefaultBackend.
 	Backend Backend
@@ -122,9 +131,28 @@ type TemplateSpec struct {
 	// "agent: 1".
 	NoCloudInit bool
 	NoAgent     bool
+	// NoGuestAgentInImage makes the template's disk an operating system
+	// without qemu-guest-agent: its clones' agents never answer.
+	NoGuestAgentInImage bool
 	// Config overrides or adds config keys (Proxmox-formatted values);
 	// an empty value deletes the key.
 	Config map[string]string
+}
+
+// ImportImage is a cloud image on an import storage
+// (<Storage>:import/<File>).
+type ImportImage struct {
+	// Storage defaults to "local"; it must have import content.
+	Storage string
+	File    string
+	// Size is the image's virtual size (default Config.ImportImageSize).
+	Size int64
+	// GuestAgent says the image carries qemu-guest-agent. VMs whose disk
+	// comes from an image without it have no answering agent.
+	GuestAgent bool
+	// Download: the image is not there at start; download-url of this
+	// file name fetches it.
+	Download bool
 }
 
 // Token is an API token: ID is "USER@REALM!TOKENID".
@@ -244,6 +272,7 @@ func Start(t testing.TB, opts ...Option) *Sim {
 		Templates:           []TemplateSpec{{VMID: TestTemplateID, Name: TestTemplate, Tags: "kthw;template"}},
 		DefaultTaskDuration: 10 * time.Millisecond,
 		AgentDelay:          20 * time.Millisecond,
+		ConsoleDelay:        300 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(&cfg)

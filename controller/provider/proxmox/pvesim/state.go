@@ -55,6 +55,12 @@ type volume struct {
 	ctime   int64
 	// base is the volname of the base image of a linked clone.
 	base string
+	// noGuestAgent: the disk's operating system lacks qemu-guest-agent
+	// (an import image made without it, and the disks made from one).
+	noGuestAgent bool
+	// lineage are the VMIDs whose disks this one was cloned from, nearest
+	// first.
+	lineage []int
 }
 
 func (v *volume) volid() string { return v.storage + ":" + v.name }
@@ -72,10 +78,17 @@ type vm struct {
 	startedAt  time.Time
 	agentAt    time.Time // guest agent answers from then on
 	ipAt       time.Time // NICs carry their addresses from then on
-	noAgent    bool      // a fault made this guest's agent missing
+	noAgent    bool      // no guest agent answers: a fault, or the guest has none
 	guest      GuestInfo
-	pool       string
-	created    time.Time
+	// console is the serial console (serial0: socket); boots counts the
+	// starts (cloud-init prints the host keys at an instance's first).
+	console *console
+	boots   int
+	// bootGen changes at every start and stop: output scheduled for an
+	// earlier boot is dropped.
+	bootGen int
+	pool    string
+	created time.Time
 }
 
 // cfgLock emulates flock on /var/lock/qemu-server/lock-VMID.conf.
@@ -155,6 +168,11 @@ func (s *Server) init(cfg Config) error {
 		s.pools[p] = true
 	}
 	s.cfg = cfg
+	for _, im := range cfg.ImportImages {
+		if err := s.seedImportImage(im); err != nil {
+			return fmt.Errorf("import image %s: %w", im.File, err)
+		}
+	}
 	for _, t := range cfg.Templates {
 		if err := s.seedTemplate(t); err != nil {
 			return fmt.Errorf("template %d: %w", t.VMID, err)
@@ -196,6 +214,7 @@ func (s *Server) seedTemplate(t TemplateSpec) error {
 		t.Name = fmt.Sprintf("template-%d", t.VMID)
 	}
 	disk := s.allocVolume(st, t.Node, t.VMID, t.DiskSize, "")
+	disk.noGuestAgent = t.NoGuestAgentInImage
 	s.makeBase(disk)
 	conf := map[string]string{
 		"boot":     "order=scsi0",
@@ -233,6 +252,52 @@ func (s *Server) seedTemplate(t TemplateSpec) error {
 	}
 	s.vms[t.VMID] = &vm{id: t.VMID, node: t.Node, conf: conf, created: time.Now().Add(-24 * time.Hour)}
 	return nil
+}
+
+// seedImportImage puts a cloud image on an import storage.
+func (s *Server) seedImportImage(im ImportImage) error {
+	if im.Download {
+		return nil // appears when downloaded
+	}
+	if !importExtRE.MatchString(im.File) {
+		return errors.New("not an import image file name")
+	}
+	sid := im.Storage
+	if sid == "" {
+		sid = "local"
+	}
+	st := s.findStorage(sid)
+	if st == nil || !st.content["import"] {
+		return fmt.Errorf("no storage %q with import content", sid)
+	}
+	size := im.Size
+	if size == 0 {
+		size = s.cfg.ImportImageSize
+	}
+	nodes := []string{""}
+	if !st.spec.Shared {
+		nodes = nodes[:0]
+		for _, n := range s.nodes {
+			if st.onNode(n.name) {
+				nodes = append(nodes, n.name)
+			}
+		}
+	}
+	for _, n := range nodes {
+		s.addVolume(st, &volume{node: n, name: "import/" + im.File, size: size, content: "import",
+			format: strings.TrimPrefix(importExtRE.FindString(im.File), "."), noGuestAgent: !im.GuestAgent})
+	}
+	return nil
+}
+
+// importImage is what the simulator knows of an import image file.
+func (s *Server) importImage(file string) (ImportImage, bool) {
+	for _, im := range s.cfg.ImportImages {
+		if im.File == file {
+			return im, true
+		}
+	}
+	return ImportImage{}, false
 }
 
 func (s *Server) findNode(name string) *node {

@@ -260,7 +260,15 @@ func (s *Server) downloadURL(req *request) (any, error) {
 		if content == "iso" {
 			format, size = "iso", 600<<20
 		}
-		s.addVolume(st, &volume{node: node, name: content + "/" + filename, size: size, format: format, content: content, ctime: time.Now().Unix()})
+		noAgent := false
+		if im, ok := s.importImage(filename); ok && content == "import" {
+			noAgent = !im.GuestAgent
+			if im.Size > 0 {
+				size = im.Size
+			}
+		}
+		s.addVolume(st, &volume{node: node, name: content + "/" + filename, size: size, format: format, content: content,
+			ctime: time.Now().Unix(), noGuestAgent: noAgent})
 		tc.t.log = append(tc.t.log, "download of '"+url+"' to '"+filename+"' finished")
 		return nil
 	})
