@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/kthw/kthw/controller/progress"
@@ -20,8 +21,11 @@ type TemplateOptions struct {
 	Provider *proxmox.Provider
 	// Recipes overrides the embedded recipes (tests).
 	Recipes fs.FS
-	Build   proxmox.BuildOptions
-	Events  progress.Sink
+	// NoBake treats the image as one that carries the guest agent (a
+	// volume prepared by hand).
+	NoBake bool
+	Build  proxmox.BuildOptions
+	Events progress.Sink
 }
 
 // TemplateBuild creates the profile's VM template on Proxmox, or finds it
@@ -34,11 +38,18 @@ func TemplateBuild(ctx context.Context, o TemplateOptions) (proxmox.BuildResult,
 	if err != nil {
 		return proxmox.BuildResult{}, err
 	}
+	if o.NoBake {
+		r.Image.GuestAgent = true
+	}
 	start := time.Now()
 	emit := func(st progress.Status, msg string) {
 		o.Events.Emit(progress.Event{Time: time.Now(), Node: o.Provider.Template(), Step: "template", Status: st, Message: msg, Duration: time.Since(start)})
 	}
-	emit(progress.Started, "from "+r.Image.File)
+	if r.Image.GuestAgent {
+		emit(progress.Started, "from "+r.Image.File)
+	} else {
+		emit(progress.Started, "from "+r.Image.File+", baking in "+strings.Join(r.Bake.Packages, ", "))
+	}
 	res, err := o.Provider.BuildTemplate(ctx, r, o.Build)
 	if err != nil {
 		emit(progress.Failed, err.Error())

@@ -87,9 +87,22 @@ func (w *Workspace) KnownHostsPath() string { return filepath.Join(w.Dir, KnownH
 // out of band (they generated it, or read it through a guest agent) call it
 // before the first connection.
 func (w *Workspace) PinHostKey(addr string, key string) error {
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
-	if err != nil {
-		return fmt.Errorf("pin host key for %s: %w", addr, err)
+	return w.PinHostKeys(addr, key)
+}
+
+// PinHostKeys records keys (authorized_keys format, one of each type a
+// host has) as the only keys of addr in known_hosts.
+func (w *Workspace) PinHostKeys(addr string, keys ...string) error {
+	if len(keys) == 0 {
+		return fmt.Errorf("pin host key for %s: no key", addr)
+	}
+	var pubs []ssh.PublicKey
+	for _, key := range keys {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+		if err != nil {
+			return fmt.Errorf("pin host key for %s: %w", addr, err)
+		}
+		pubs = append(pubs, pub)
 	}
 	host := knownhosts.Normalize(addr)
 	path := w.KnownHostsPath()
@@ -109,8 +122,10 @@ func (w *Workspace) PinHostKey(addr string, key string) error {
 		out.WriteString(line)
 		out.WriteByte('\n')
 	}
-	out.WriteString(knownhosts.Line([]string{host}, pub))
-	out.WriteByte('\n')
+	for _, pub := range pubs {
+		out.WriteString(knownhosts.Line([]string{host}, pub))
+		out.WriteByte('\n')
+	}
 	return writeFileAtomic(path, out.Bytes(), 0o600)
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
+	"time"
 
 	pve "github.com/luthermonson/go-proxmox"
 )
@@ -27,6 +29,41 @@ type BuildOptions struct {
 	// Volume is a volume to import instead of <ImportStorage>:import/<file>,
 	// e.g. local:import/my-image.qcow2.
 	Volume string
+
+	// For an image without the guest agent (a bake):
+
+	// Address and Gateway are the builder VM's static address for its one
+	// boot (ipconfig0); Address is required.
+	Address netip.Prefix
+	Gateway netip.Addr
+	// Baker logs in to the builder VM and does the recipe's bake steps;
+	// required.
+	Baker Baker
+	// ConsoleTimeout bounds the wait for cloud-init's host keys on the
+	// serial console (default: the cluster's bootTimeout).
+	ConsoleTimeout time.Duration
+	// ShutdownTimeout is how long a clean shutdown may take before the VM
+	// is stopped (default 2m).
+	ShutdownTimeout time.Duration
+}
+
+// Baker does a recipe's bake steps inside a running builder VM: it pins
+// the host keys read from the VM's console, connects over SSH as the
+// cloud-init user with the workspace's key, and installs and cleans.
+type Baker interface {
+	Bake(ctx context.Context, vm BakeTarget, steps *RecipeBake) error
+}
+
+// BakeTarget is the builder VM as the Baker reaches it.
+type BakeTarget struct {
+	// Host and Port to SSH to, as the user cloud-init made (User) with the
+	// key BuildOptions' provider authorizes.
+	Host string
+	Port int
+	User string
+	// HostKeys are the VM's SSH host keys, read from its serial console
+	// (authorized_keys format): pin them before connecting.
+	HostKeys []string
 }
 
 // BuildResult is what a template build did.
@@ -40,6 +77,8 @@ type BuildResult struct {
 	Downloaded bool
 	// Volume is the image the disk was imported from.
 	Volume string
+	// Baked says the image was booted once to install the guest agent.
+	Baked bool
 }
 
 const templateMarkerPrefix = "kthw template "
@@ -109,6 +148,12 @@ func (p *Provider) BuildTemplate(ctx context.Context, r *Recipe, o BuildOptions)
 		}
 	}
 
+	bake := !r.Image.GuestAgent
+	if bake {
+		if err := p.checkBake(ctx, r, o); err != nil {
+			return res, err
+		}
+	}
 	if o.ImportStorage == "" {
 		o.ImportStorage = DefaultImportStorage
 	}
@@ -169,6 +214,12 @@ func (p *Provider) BuildTemplate(ctx context.Context, r *Recipe, o BuildOptions)
 		err = fmt.Errorf("create template VM %d from %s (is the image there and readable?): %w", ref.id, vol, err)
 		return res, p.cleanBuild(ctx, c, ref, err)
 	}
+	if bake {
+		if err := p.bake(ctx, c, ref, r, o); err != nil {
+			return res, p.cleanBuild(ctx, c, ref, err)
+		}
+		res.Baked = true
+	}
 	task, err = handle(c, ref).ConvertToTemplate(ctx)
 	if err == nil {
 		err = p.w.waitTask(ctx, task, p.cfg.TaskTimeout)
@@ -218,8 +269,8 @@ func (p *Provider) ensureImage(ctx context.Context, c *pve.Client, r *Recipe, st
 		}
 	}
 	if !r.Image.Download {
-		return false, fmt.Errorf("the cloud image %s is not on storage %s of %s, and the published image lacks what kthw needs; prepare it and put it there:\n%s",
-			r.Image.File, storage, p.cfg.Node, strings.TrimRight(r.Image.Prepare, "\n"))
+		return false, fmt.Errorf("the cloud image %s is not on storage %s of %s: put it there as import content (from %s), or give --volume",
+			r.Image.File, storage, p.cfg.Node, r.Image.URL)
 	}
 	p.log.InfoContext(ctx, "downloading the cloud image onto the import storage", "url", r.Image.URL, "storage", storage)
 	upid, err := n.StorageDownloadURL(ctx, &pve.StorageDownloadURLOptions{

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
-	"time"
-
-	pve "github.com/luthermonson/go-proxmox"
 
 	"github.com/kthw/kthw/controller/provider"
 	"github.com/kthw/kthw/controller/provider/proxmox/pvesim"
@@ -30,7 +27,7 @@ func TestRecipesLoad(t *testing.T) {
 	}
 	bad := fstest.MapFS{"debian.yaml": {Data: []byte("profile: ubuntu\nimage: {file: x.iso, url: ftp://x}\nostype: linux\ncores: 0\nmemoryMiB: 1\n")}}
 	_, err := LoadRecipe(bad, "debian")
-	for _, want := range []string{"profile:", "image.file", "image.url", "image.prepare", "ostype", "cores", "memoryMiB"} {
+	for _, want := range []string{"profile:", "image.file", "image.url", "bake", "ostype", "cores", "memoryMiB"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("bad recipe error %v does not name %s", err, want)
 		}
@@ -96,37 +93,6 @@ func TestBuildTemplateAndUseIt(t *testing.T) {
 	again, err := e.p.BuildTemplate(ctx, r, BuildOptions{})
 	if err != nil || again.Created || again.VMID != res.VMID {
 		t.Fatalf("second build %+v, %v", again, err)
-	}
-}
-
-func TestBuildTemplateNeedsPreparedImage(t *testing.T) {
-	ctx := context.Background()
-	sim := pvesim.Start(t)
-	e := buildEnv(t, sim, "ubuntu")
-	r, _ := LoadRecipe(nil, "ubuntu")
-	_, err := e.p.BuildTemplate(ctx, r, BuildOptions{})
-	if err == nil || !strings.Contains(err.Error(), "virt-customize") || !strings.Contains(err.Error(), r.Image.File) {
-		t.Fatalf("err %v; want the prepare steps", err)
-	}
-	if n := sim.CallCount("POST /nodes/{node}/storage/{storage}/download-url"); n != 0 {
-		t.Fatalf("downloaded an image that lacks the guest agent")
-	}
-	nothingMade(t, sim)
-	if _, ok := sim.VM(100); ok {
-		t.Fatal("a VM was made")
-	}
-	// With a prepared volume given, it builds.
-	c, _ := e.p.Client(ctx)
-	upid, err := nodeAPI(c, "pve1").StorageDownloadURL(ctx, &pve.StorageDownloadURLOptions{Storage: "local", Content: "import", Filename: "noble-custom.qcow2", URL: "https://images.example/noble-custom.qcow2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.p.w.waitTask(ctx, pve.NewTask(pve.UPID(upid), c), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.p.BuildTemplate(ctx, r, BuildOptions{Volume: "local:import/noble-custom.qcow2", VMID: 9500})
-	if err != nil || res.VMID != 9500 || !res.Created {
-		t.Fatalf("build from a volume: %+v, %v", res, err)
 	}
 }
 

@@ -27,6 +27,37 @@ type Recipe struct {
 	// Cores and MemoryMiB size the template (clones get the node's).
 	Cores     int `yaml:"cores"`
 	MemoryMiB int `yaml:"memoryMiB"`
+	// Bake is what template build installs into an image that lacks the
+	// guest agent, and how it cleans the image for cloning; required
+	// unless Image.GuestAgent.
+	Bake *RecipeBake `yaml:"bake,omitempty"`
+}
+
+// RecipeBake is what template build does inside a builder VM booted once
+// from the image, over SSH with kthw's agent: install Packages with the
+// distro's package manager, enable Enable (systemd units), then run Clean
+// in order. Template build itself then removes the build user's SSH key
+// and kthw's agent (/var/lib/kthw), shuts the VM down and deletes the
+// one-boot cloud-init settings.
+type RecipeBake struct {
+	// Packages to install, e.g. qemu-guest-agent.
+	Packages []string `yaml:"packages"`
+	// Enable are systemd units to enable (not start: the builder is shut
+	// down next), for distros whose guest agent unit is not started by
+	// udev when the agent's virtio port appears.
+	Enable []string `yaml:"enable,omitempty"`
+	// Clean are the commands that make the image ready for cloning:
+	// cloud-init's state, SSH host keys, machine-id, package caches.
+	Clean []RecipeCommand `yaml:"clean"`
+}
+
+// RecipeCommand is one command, run as root without a shell unless argv
+// asks for one.
+type RecipeCommand struct {
+	Argv []string `yaml:"argv"`
+	// Removes skips the command when this path does not exist (e.g. the
+	// program itself).
+	Removes string `yaml:"removes,omitempty"`
 }
 
 // RecipeImage is a cloud image.
@@ -38,13 +69,13 @@ type RecipeImage struct {
 	URL string `yaml:"url"`
 	// Checksums is the URL of the release's checksum list.
 	Checksums string `yaml:"checksums,omitempty"`
-	// Download says the image works as published (it carries cloud-init
-	// and qemu-guest-agent), so template build may fetch it onto the
-	// import storage itself.
+	// GuestAgent says the published image carries qemu-guest-agent. An
+	// image without it is baked (Recipe.Bake) before it becomes the
+	// template.
+	GuestAgent bool `yaml:"guestAgent"`
+	// Download says template build may fetch the image onto the import
+	// storage itself (download-url) when it is not there.
 	Download bool `yaml:"download"`
-	// Prepare are the commands that put a usable image on the import
-	// storage by hand (customizing it where it lacks the guest agent).
-	Prepare string `yaml:"prepare"`
 }
 
 var (
@@ -96,8 +127,28 @@ func (r *Recipe) check(profile string) error {
 	if !strings.HasPrefix(r.Image.URL, "https://") && !strings.HasPrefix(r.Image.URL, "http://") {
 		errs = append(errs, fmt.Errorf("image.url: %q is not an http(s) URL", r.Image.URL))
 	}
-	if strings.TrimSpace(r.Image.Prepare) == "" {
-		errs = append(errs, errors.New("image.prepare: required: how to put the image on the import storage"))
+	if !r.Image.GuestAgent {
+		switch {
+		case r.Bake == nil:
+			errs = append(errs, errors.New("bake: required when image.guestAgent is false: what to install and clean"))
+		case len(r.Bake.Packages) == 0:
+			errs = append(errs, errors.New("bake.packages: required: the guest agent's package"))
+		}
+	}
+	if r.Bake != nil {
+		for i, c := range r.Bake.Clean {
+			if len(c.Argv) == 0 || c.Argv[0] == "" {
+				errs = append(errs, fmt.Errorf("bake.clean[%d].argv: required", i))
+			}
+			if c.Removes != "" && !path.IsAbs(c.Removes) {
+				errs = append(errs, fmt.Errorf("bake.clean[%d].removes: %q is not an absolute path", i, c.Removes))
+			}
+		}
+		for i, u := range r.Bake.Enable {
+			if !strings.Contains(u, ".") {
+				errs = append(errs, fmt.Errorf("bake.enable[%d]: %q is not a unit name (name.service)", i, u))
+			}
+		}
 	}
 	if !slices.Contains(osTypes, r.OSType) {
 		errs = append(errs, fmt.Errorf("ostype: %q is not a Proxmox ostype", r.OSType))

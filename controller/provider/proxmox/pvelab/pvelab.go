@@ -19,6 +19,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,16 +143,53 @@ func (b *Backend) Start(ctx context.Context, vm pvesim.VMInfo) (pvesim.GuestInfo
 	if err != nil {
 		return pvesim.GuestInfo{}, err
 	}
+	// The guest agent answers when the node's tree has it (a bake installs it; the lab's image
+	// has none), or when the disk is one the simulator knows to carry it (a seeded template,
+	// an import image listed with the agent), which the lab's image stands in for.
+	_, gaErr := os.Stat(filepath.Join(info.Root, GuestAgentPath))
+	if vm.Disk.GuestAgent {
+		gaErr = nil
+	}
 	b.log.InfoContext(ctx, "VM booted on a lab node", "vmid", vm.VMID, "node", info.Name, "address", spec.Address,
-		"took", time.Since(start).Round(time.Millisecond))
+		"layers", len(info.Layers), "guestAgent", gaErr == nil, "took", time.Since(start).Round(time.Millisecond))
+	hostKey := info.HostPublicKey + " root@" + spec.Hostname
 	return pvesim.GuestInfo{
 		Interfaces: []pvesim.GuestInterface{{Name: "ens18", MAC: strings.ToLower(vm.MAC), Addresses: []netip.Prefix{spec.Address}}},
 		Hostname:   spec.Hostname,
 		Files: map[string]string{
 			pvesim.BootFinishedFile: pvesim.BootFinished(time.Since(start), time.Now()),
-			pvesim.HostKeyFile:      info.HostPublicKey + " root@" + spec.Hostname + "\n",
+			pvesim.HostKeyFile:      hostKey + "\n",
 		},
+		HostKeys:     []string{hostKey},
+		NoGuestAgent: gaErr != nil,
 	}, nil
+}
+
+// GuestAgentPath is where a node's tree has qemu-guest-agent's daemon when the package is
+// installed (Debian's qemu-guest-agent).
+const GuestAgentPath = "usr/sbin/qemu-ga"
+
+// layers are the read-only layers of a new VM's lab node: the disk of the nearest VM its disk
+// was cloned from that has a lab node (a template booted once to be built: its node's own
+// layer, above that node's layers). A clone of a template never booted starts on the image.
+func (b *Backend) layers(ctx context.Context, vm pvesim.VMInfo) ([]string, error) {
+	if _, err := b.lab.Status(ctx, b.Machine(vm.VMID)); err == nil {
+		return nil, nil // the node exists: it keeps its layers
+	}
+	for _, id := range vm.Disk.Lineage {
+		src, err := b.lab.Status(ctx, b.Machine(id))
+		if errors.Is(err, lab.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if src.State == lab.StateRunning {
+			return nil, fmt.Errorf("lab backend: VM %d's disk comes from VM %d, whose lab node runs", vm.VMID, id)
+		}
+		return append([]string{src.Upper}, src.Layers...), nil
+	}
+	return nil, nil
 }
 
 // spec is the lab node of a VM, as cloud-init would set the VM up.
@@ -185,7 +225,11 @@ func (b *Backend) spec(ctx context.Context, vm pvesim.VMInfo) (lab.NodeSpec, err
 		}
 		b.hostKeys[vm.VMID] = key
 	}
-	spec := lab.NodeSpec{Name: b.Machine(vm.VMID), Hostname: hostname(vm), Address: addr, HostKey: key}
+	layers, err := b.layers(ctx, vm)
+	if err != nil {
+		return lab.NodeSpec{}, err
+	}
+	spec := lab.NodeSpec{Name: b.Machine(vm.VMID), Hostname: hostname(vm), Address: addr, HostKey: key, Layers: layers}
 	if vm.Gateway.IsValid() {
 		spec.Gateway = vm.Gateway
 	}
@@ -274,8 +318,14 @@ func (b *Backend) Stop(ctx context.Context, vmid int) error {
 	return err
 }
 
-// Destroy implements pvesim.Backend: the node and its disk are removed.
+// Destroy implements pvesim.Backend: the node and its disk are removed. A node whose disk is
+// a layer of other nodes (a template's) is kept until they are gone; Teardown removes it.
 func (b *Backend) Destroy(ctx context.Context, vmid int) error {
+	if users, err := b.layerUsers(ctx, vmid); err != nil {
+		return err
+	} else if len(users) > 0 {
+		return fmt.Errorf("lab node %s kept: its disk is a layer of %s", b.Machine(vmid), strings.Join(users, ", "))
+	}
 	if err := b.lab.Destroy(ctx, b.Machine(vmid)); err != nil {
 		return err
 	}
@@ -287,6 +337,28 @@ func (b *Backend) Destroy(ctx context.Context, vmid int) error {
 	return nil
 }
 
+// layerUsers are the lab nodes that have vmid's node's disk as a layer.
+func (b *Backend) layerUsers(ctx context.Context, vmid int) ([]string, error) {
+	me, err := b.lab.Status(ctx, b.Machine(vmid))
+	if errors.Is(err, lab.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := b.lab.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, n := range nodes {
+		if n.Name != me.Name && slices.Contains(n.Layers, me.Upper) {
+			users = append(users, n.Name)
+		}
+	}
+	return users, nil
+}
+
 // Teardown destroys the backend's nodes and, when the lab has no node left, stops its apt
 // proxy and removes its bridge. The image cache stays. It carries on past failures.
 func (b *Backend) Teardown(ctx context.Context) error {
@@ -296,6 +368,22 @@ func (b *Backend) Teardown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	left := 0
+	// Nodes whose disk is a layer of others (templates) go last.
+	isLayer := map[string]bool{}
+	for _, n := range nodes {
+		for _, l := range n.Layers {
+			isLayer[l] = true
+		}
+	}
+	slices.SortStableFunc(nodes, func(x, y lab.NodeInfo) int {
+		switch {
+		case isLayer[x.Upper] == isLayer[y.Upper]:
+			return 0
+		case isLayer[x.Upper]:
+			return 1
+		}
+		return -1
+	})
 	for _, n := range nodes {
 		if _, ok := b.vmidOf(n.Name); !ok {
 			left++
