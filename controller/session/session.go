@@ -57,6 +57,8 @@ type Session struct {
 	conn   *grpc.ClientConn
 	stderr *sshx.TailBuffer
 	once   sync.Once
+	// wait is the SSH session's Wait, which may be called once only.
+	wait func() error
 	err    error
 }
 
@@ -71,6 +73,7 @@ func Start(ctx context.Context, client *ssh.Client, command string, opts Options
 		return nil, fmt.Errorf("open ssh session: %w", err)
 	}
 	s := &Session{name: opts.Name, ssh: sess, stderr: &sshx.TailBuffer{Max: 16 << 10}}
+	s.wait = sync.OnceValue(sess.Wait)
 	sess.Stderr = s.stderr
 	stdin, err := sess.StdinPipe()
 	if err != nil {
@@ -188,7 +191,7 @@ func (s *Session) awaitMagic(ctx context.Context, br *bufio.Reader, timeout time
 
 // exitError explains an agent that ended before its stream started.
 func (s *Session) exitError() error {
-	werr := s.ssh.Wait()
+	werr := s.wait()
 	tail := strings.TrimSpace(s.stderr.String())
 	var exit *ssh.ExitError
 	if errors.As(werr, &exit) {
@@ -237,7 +240,7 @@ func (s *Session) Close() error {
 		}
 		s.stdin.Close()
 		done := make(chan error, 1)
-		go func() { done <- s.ssh.Wait() }()
+		go func() { done <- s.wait() }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
