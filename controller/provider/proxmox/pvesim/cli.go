@@ -45,6 +45,8 @@ type cliOptions struct {
 	durationFor  []string
 	agentDelay   time.Duration
 	agentIPDelay time.Duration
+	consoleDelay time.Duration
+	importImages []string
 	resourceLag  time.Duration
 	unauthDelay  time.Duration
 	pveVersion   string
@@ -95,6 +97,8 @@ func Command(version string, stdout, stderr io.Writer, ext ...Extension) *cobra.
 	f.StringArrayVar(&o.durationFor, "task-duration-for", nil, "TYPE=DURATION for one task type, e.g. qmclone=10s (repeatable)")
 	f.DurationVar(&o.agentDelay, "agent-delay", 5*time.Second, "time from VM start until the guest agent answers")
 	f.DurationVar(&o.agentIPDelay, "agent-ip-delay", 0, "time the agent reports only link-local addresses")
+	f.DurationVar(&o.consoleDelay, "console-delay", 5*time.Second, "time from VM start until cloud-init prints its host keys on the serial console")
+	f.StringArrayVar(&o.importImages, "import-image", nil, "cloud image on the import storage local, FILE[:agent] (:agent: it carries qemu-guest-agent); repeatable")
 	f.DurationVar(&o.resourceLag, "resource-lag", 0, "time a new VM shows in /cluster/resources without name and stats")
 	f.DurationVar(&o.unauthDelay, "unauthorized-delay", 3*time.Second, "delay of 401 answers (pveproxy waits 3s)")
 	f.StringVar(&o.pveVersion, "pve-version", "8.2.4", "Proxmox VE version to report")
@@ -191,10 +195,17 @@ func (o *cliOptions) config(stderr io.Writer) (Config, string, error) {
 	}
 	cfg := Config{
 		ClusterName: o.cluster, PVEVersion: o.pveVersion,
-		AgentDelay: o.agentDelay, AgentIPDelay: o.agentIPDelay, ResourceLag: o.resourceLag,
+		AgentDelay: o.agentDelay, AgentIPDelay: o.agentIPDelay, ResourceLag: o.resourceLag, ConsoleDelay: o.consoleDelay,
 		UnauthorizedDelay: o.unauthDelay,
 		Logger:            slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 		TaskDurations:     DefaultTaskDurations(),
+	}
+	for _, im := range o.importImages {
+		file, agent, _ := strings.Cut(im, ":")
+		if agent != "" && agent != "agent" {
+			return Config{}, "", fmt.Errorf("--import-image %q: want FILE or FILE:agent", im)
+		}
+		cfg.ImportImages = append(cfg.ImportImages, ImportImage{File: file, GuestAgent: agent == "agent"})
 	}
 	if o.taskDuration > 0 {
 		cfg.TaskDurations, cfg.DefaultTaskDuration = nil, o.taskDuration
