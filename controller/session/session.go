@@ -59,7 +59,7 @@ type Session struct {
 	once   sync.Once
 	// wait is the SSH session's Wait, which may be called once only.
 	wait func() error
-	err    error
+	err  error
 }
 
 // Start runs command (the agent with `serve --stdio`, wrapped in sudo as
