@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dustin/go-humanize"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io"
 	"text/tabwriter"
 	"time"
@@ -84,13 +86,13 @@ func (c *CLI) etcdSnapshotCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
-				w.Write(etcd.MarshalManifest(saved.Manifest))
+				w.Write(etcdsnap.MarshalManifest(saved.Manifest))
 				return err
 			}
 			m := saved.Manifest
 			fmt.Fprintf(w, "saved %s: revision %d, %s, sha256 %s, member %s (%s), etcd %s, in %s (%s/s)\n",
-				saved.Path, m.GetRevision(), humanBytes(m.GetSize()), m.GetSha256(), m.GetMemberName(), m.GetMemberId(),
-				m.GetEtcdVersion(), saved.Took.Round(time.Millisecond), humanBytes(int64(float64(m.GetSize())/max(saved.Took.Seconds(), 1e-3))))
+				saved.Path, m.GetRevision(), humanize.Bytes(uint64(m.GetSize())), m.GetSha256(), m.GetMemberName(), m.GetMemberId(),
+				m.GetEtcdVersion(), saved.Took.Round(time.Millisecond), humanize.Bytes(uint64(float64(m.GetSize())/max(saved.Took.Seconds(), 1e-3))))
 			for _, p := range saved.Pruned {
 				fmt.Fprintf(w, "removed %s (keeping %d)\n", p, keep)
 			}
@@ -135,10 +137,10 @@ func (c *CLI) etcdSnapshotsCmd() *cobra.Command {
 			for _, f := range list {
 				m := f.GetManifest()
 				if m == nil {
-					fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t(%s)\n", f.GetPath(), f.GetModTime(), humanBytes(f.GetSize()), f.GetManifestError())
+					fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t(%s)\n", f.GetPath(), f.GetModTime(), humanize.Bytes(uint64(f.GetSize())), f.GetManifestError())
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", f.GetPath(), m.GetTime(), m.GetRevision(), humanBytes(f.GetSize()),
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", f.GetPath(), m.GetTime(), m.GetRevision(), humanize.Bytes(uint64(f.GetSize())),
 					m.GetMemberName(), m.GetEtcdVersion(), short(m.GetSha256()))
 			}
 			return tw.Flush()
@@ -174,7 +176,7 @@ func (c *CLI) etcdVerifyCmd() *cobra.Command {
 			if v.Manifest != nil {
 				how += " and its manifest"
 			}
-			fmt.Fprintf(w, "ok: %s (%s, revision %d, sha256 %s) matches %s\n", v.Path, humanBytes(v.Size), v.Revision, v.SHA256, how)
+			fmt.Fprintf(w, "ok: %s (%s, revision %d, sha256 %s) matches %s\n", v.Path, humanize.Bytes(uint64(v.Size)), v.Revision, v.SHA256, how)
 			return nil
 		},
 	}
@@ -249,7 +251,7 @@ func writeStatus(w io.Writer, st *etcd.ClusterStatus) {
 			name += " (learner)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d/%d\n", name, m.ID, m.Endpoint, leader, h, m.Version,
-			humanBytes(m.DBSize), humanBytes(m.DBSizeInUse), m.Revision, m.RaftTerm, m.RaftIndex)
+			humanize.Bytes(uint64(m.DBSize)), humanize.Bytes(uint64(m.DBSizeInUse)), m.Revision, m.RaftTerm, m.RaftIndex)
 	}
 	tw.Flush()
 }
@@ -258,20 +260,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// humanBytes formats n in SI units, as etcdctl does.
-func humanBytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
 }
 
 func short(sha string) string {

@@ -18,7 +18,11 @@
 // half of a restore).
 package etcd
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
+)
 
 // Defaults: kubeadm's stacked etcd and where kthw keeps snapshots.
 const (
@@ -40,15 +44,11 @@ var (
 	// with etcd failed (wrong CA, a client certificate etcd does not
 	// trust).
 	ErrTLS = errors.New("etcd TLS")
-	// ErrNoTrailer: the file's size does not leave room for etcd's sha256
-	// trailer: it is truncated, or not an etcd snapshot.
-	ErrNoTrailer = errors.New("no sha256 trailer")
-	// ErrTrailerMismatch: the sha256 of the file's content differs from
-	// its trailer: the file is corrupted.
-	ErrTrailerMismatch = errors.New("sha256 trailer mismatch")
-	// ErrManifestMismatch: the file's size or sha256 differs from what its
-	// manifest recorded.
-	ErrManifestMismatch = errors.New("snapshot does not match its manifest")
+	// ErrNoTrailer, ErrTrailerMismatch, ErrManifestMismatch: a snapshot
+	// file that does not verify (see etcdsnap).
+	ErrNoTrailer        = etcdsnap.ErrNoTrailer
+	ErrTrailerMismatch  = etcdsnap.ErrTrailerMismatch
+	ErrManifestMismatch = etcdsnap.ErrManifestMismatch
 	// ErrBusy: another snapshot is being written into the same directory.
 	ErrBusy = errors.New("snapshot directory busy")
 )

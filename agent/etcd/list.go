@@ -3,6 +3,7 @@ package etcd
 import (
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ func List(root, dir string) ([]*agentv1.EtcdSnapshotFile, error) {
 			ModTime: fi.ModTime().UTC().Format(time.RFC3339),
 		}
 		t := fi.ModTime()
-		m, err := ReadManifest(ManifestPath(filepath.Join(full, e.Name())))
+		m, err := etcdsnap.ReadManifest(etcdsnap.ManifestPath(filepath.Join(full, e.Name())))
 		switch {
 		case err == nil:
 			f.Manifest = m

@@ -3,6 +3,7 @@ package etcd
 import (
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func Prune(root, dir string, keep int) ([]string, error) {
 		if err := os.Remove(full); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return removed, fmt.Errorf("prune snapshot: %w", err)
 		}
-		if err := os.Remove(ManifestPath(full)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(etcdsnap.ManifestPath(full)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return removed, fmt.Errorf("prune snapshot manifest: %w", err)
 		}
 		removed = append(removed, f.GetPath())

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io"
 	"io/fs"
 	"os"
@@ -111,7 +112,7 @@ func Save(ctx context.Context, o SaveOptions) (*Saved, error) {
 	m.Name, m.Time = name, now.Format(time.RFC3339Nano)
 	m.Revision, m.StorageVersion = rev, version
 	m.Size, m.Sha256 = size, sum
-	if err := writeFileAtomic(ManifestPath(final), MarshalManifest(m), 0o600); err != nil {
+	if err := writeFileAtomic(etcdsnap.ManifestPath(final), etcdsnap.MarshalManifest(m), 0o600); err != nil {
 		os.Remove(final)
 		syncDir(dir)
 		return nil, fmt.Errorf("save snapshot: write manifest: %w", err)
@@ -146,7 +147,7 @@ func fetch(ctx context.Context, cli *clientv3.Client, ep Endpoint, final string,
 		return "", 0, 0, "", fmt.Errorf("open snapshot stream: %w", ep.explain(err))
 	}
 	defer resp.Snapshot.Close()
-	th, whole := newTrailerHash(), sha256.New()
+	th, whole := etcdsnap.NewTrailerHash(), sha256.New()
 	w := &fileWriter{f: f, path: part}
 	size, err = copyProgress(io.MultiWriter(w, th, whole), resp.Snapshot, estimate, progress)
 	if err != nil {
@@ -158,7 +159,7 @@ func fetch(ctx context.Context, cli *clientv3.Client, ep Endpoint, final string,
 		}
 		return "", 0, 0, "", fmt.Errorf("receive snapshot from %s: %w", ep.URL, err)
 	}
-	if err := th.check("the snapshot etcd sent"); err != nil {
+	if err := th.Check("the snapshot etcd sent"); err != nil {
 		return "", 0, 0, "", err
 	}
 	if err := f.Sync(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,7 @@ func TestSaveVerifyList(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("snapshot mode %v, want 0600", fi.Mode())
 	}
-	for _, p := range []string{ManifestPath(full)} {
+	for _, p := range []string{etcdsnap.ManifestPath(full)} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v %v", p, fi.Mode(), err)
 		}
@@ -101,7 +102,7 @@ func TestSaveVerifyList(t *testing.T) {
 	if len(progress) == 0 || progress[len(progress)-1] != man.GetSize() {
 		t.Errorf("progress %v", progress)
 	}
-	onDisk, err := ReadManifest(ManifestPath(full))
+	onDisk, err := etcdsnap.ReadManifest(etcdsnap.ManifestPath(full))
 	if err != nil || onDisk.GetSha256() != man.GetSha256() || onDisk.GetRevision() != rev {
 		t.Errorf("manifest on disk %v %v", onDisk, err)
 	}
@@ -113,7 +114,7 @@ func TestSaveVerifyList(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].GetPath() != saved.Path || list[0].GetManifest().GetRevision() != rev {
 		t.Fatalf("list %v %v", list, err)
 	}
-	assertOnly(t, filepath.Dir(full), filepath.Base(full), filepath.Base(ManifestPath(full)))
+	assertOnly(t, filepath.Dir(full), filepath.Base(full), filepath.Base(etcdsnap.ManifestPath(full)))
 }
 
 // assertOnly checks that dir holds exactly names (and the lock file).
@@ -224,7 +225,7 @@ func TestVerifyRefusesDamage(t *testing.T) {
 	}
 	// Intact, but not what the manifest says.
 	p := write("other.db", good)
-	man, _ := os.ReadFile(ManifestPath(filepath.Join(root, s.Path)))
+	man, _ := os.ReadFile(etcdsnap.ManifestPath(filepath.Join(root, s.Path)))
 	write("other.db.json", []byte(strings.Replace(string(man), s.Manifest.GetSha256(), strings.Repeat("0", 64), 1)))
 	if _, err := Verify(p); !errors.Is(err, ErrManifestMismatch) {
 		t.Errorf("manifest mismatch: %v", err)

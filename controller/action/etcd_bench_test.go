@@ -2,13 +2,13 @@ package action
 
 import (
 	"context"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"os"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/kthw/kthw/controller/etcd"
 	"github.com/kthw/kthw/internal/etcdtest"
 )
 
@@ -40,7 +40,7 @@ func BenchmarkLabEtcd100MB(b *testing.B) {
 		snap = rep
 		if i < b.N-1 {
 			os.Remove(rep.LocalPath)
-			os.Remove(etcd.ManifestPath(rep.LocalPath))
+			os.Remove(etcdsnap.ManifestPath(rep.LocalPath))
 		}
 	}
 	b.StopTimer()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"net"
 	"net/netip"
 	"os"
@@ -210,7 +211,7 @@ func TestLabEtcd(t *testing.T) {
 		if fi, _ := os.Stat(rep.LocalPath); fi.Mode().Perm() != 0o600 {
 			t.Errorf("local mode %v", fi.Mode())
 		}
-		if fi, _ := os.Stat(etcd.ManifestPath(rep.LocalPath)); fi.Mode().Perm() != 0o600 {
+		if fi, _ := os.Stat(etcdsnap.ManifestPath(rep.LocalPath)); fi.Mode().Perm() != 0o600 {
 			t.Errorf("local manifest mode %v", fi.Mode())
 		}
 		if !strings.HasPrefix(rep.LocalPath, filepath.Join(l.opts.Workspace.EtcdSnapshotsPath(), nd.Name)+"/") {

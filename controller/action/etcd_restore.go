@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io"
 	"net"
 	"net/url"
@@ -51,7 +52,7 @@ type EtcdRestoreOptions struct {
 // EtcdRestoreReport is the outcome of EtcdRestore.
 type EtcdRestoreReport struct {
 	Node     string
-	Snapshot *etcd.Verified
+	Snapshot *etcdsnap.Verified
 	// Member is the member the data directory was restored for.
 	Member etcd.Member
 	// OldDataDir is the hostPath the etcd manifest had; DataDir the new one.
@@ -97,7 +98,7 @@ func EtcdRestore(ctx context.Context, o ClusterOptions, ro EtcdRestoreOptions) (
 	if ro.NoRevisionBump {
 		bump = 0
 	}
-	v, err := etcd.Verify(ro.From)
+	v, err := etcdsnap.Verify(ro.From)
 	if err != nil {
 		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"os"
 	"path"
 	"time"
@@ -144,9 +145,9 @@ func pullSnapshot(ctx context.Context, o ClusterOptions, conn *node.Conn, nodeNa
 		os.Remove(local)
 		return "", fmt.Errorf("pull snapshot: %w", err)
 	}
-	if _, err := etcd.Verify(local); err != nil {
+	if _, err := etcdsnap.Verify(local); err != nil {
 		os.Remove(local)
-		os.Remove(etcd.ManifestPath(local))
+		os.Remove(etcdsnap.ManifestPath(local))
 		return "", fmt.Errorf("pull snapshot: %w", err)
 	}
 	return local, nil

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dustin/go-humanize"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io"
 	"os"
 	"strings"
@@ -62,14 +64,14 @@ func (c *CLI) etcdSnapshotCmd(g *globalOptions) *cobra.Command {
 			}
 			if f.output == "json" {
 				return writeJSON(c.stdout, map[string]any{"node": rep.Node, "remote_path": rep.RemotePath, "local_path": rep.LocalPath,
-					"manifest": jsonRaw(etcd.MarshalManifest(rep.Manifest)), "snapshot_seconds": rep.SnapshotTook.Seconds(), "pull_seconds": rep.PullTook.Seconds()})
+					"manifest": jsonRaw(etcdsnap.MarshalManifest(rep.Manifest)), "snapshot_seconds": rep.SnapshotTook.Seconds(), "pull_seconds": rep.PullTook.Seconds()})
 			}
 			m := rep.Manifest
 			fmt.Fprintf(c.stdout, "%s: saved %s (revision %d, %s, sha256 %s) in %s\n", rep.Node, rep.RemotePath, m.GetRevision(),
-				sizeText(m.GetSize()), m.GetSha256(), rep.SnapshotTook.Round(time.Millisecond))
+				humanize.Bytes(uint64(m.GetSize())), m.GetSha256(), rep.SnapshotTook.Round(time.Millisecond))
 			if rep.LocalPath != "" {
 				fmt.Fprintf(c.stdout, "pulled to %s in %s (%s/s), sha256 and etcd's trailer verified\n", rep.LocalPath,
-					rep.PullTook.Round(time.Millisecond), sizeText(int64(float64(m.GetSize())/max(rep.PullTook.Seconds(), 1e-3))))
+					rep.PullTook.Round(time.Millisecond), humanize.Bytes(uint64(float64(m.GetSize())/max(rep.PullTook.Seconds(), 1e-3))))
 			}
 			return nil
 		},
@@ -139,7 +141,7 @@ func writeSnapshots(w io.Writer, storeDir string, local []etcd.Local, nodes []ac
 		if m := l.Manifest; m != nil {
 			t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), shortSum(m.GetSha256())
 		}
-		fmt.Fprintf(tw, "workspace\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Node, l.Path, t, rev, sizeText(l.Size), sum)
+		fmt.Fprintf(tw, "workspace\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Node, l.Path, t, rev, humanize.Bytes(uint64(l.Size)), sum)
 	}
 	for _, n := range nodes {
 		if n.Err != nil {
@@ -151,7 +153,7 @@ func writeSnapshots(w io.Writer, storeDir string, local []etcd.Local, nodes []ac
 			if m := s.GetManifest(); m != nil {
 				t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), shortSum(m.GetSha256())
 			}
-			fmt.Fprintf(tw, "node\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, s.GetPath(), t, rev, sizeText(s.GetSize()), sum)
+			fmt.Fprintf(tw, "node\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, s.GetPath(), t, rev, humanize.Bytes(uint64(s.GetSize())), sum)
 		}
 	}
 	tw.Flush()
@@ -173,7 +175,7 @@ func writeSnapshotsJSON(w io.Writer, local []etcd.Local, nodes []action.NodeSnap
 	for _, l := range local {
 		s := snap{Where: "workspace", Node: l.Node, Path: l.Path, Size: l.Size, Error: l.ManifestError}
 		if l.Manifest != nil {
-			s.Manifest = etcd.MarshalManifest(l.Manifest)
+			s.Manifest = etcdsnap.MarshalManifest(l.Manifest)
 		}
 		out = append(out, s)
 	}
@@ -185,7 +187,7 @@ func writeSnapshotsJSON(w io.Writer, local []etcd.Local, nodes []action.NodeSnap
 		for _, f := range n.Snapshots {
 			s := snap{Where: "node", Node: n.Node, Path: f.GetPath(), Size: f.GetSize(), Error: f.GetManifestError()}
 			if f.GetManifest() != nil {
-				s.Manifest = etcd.MarshalManifest(f.GetManifest())
+				s.Manifest = etcdsnap.MarshalManifest(f.GetManifest())
 			}
 			out = append(out, s)
 		}
@@ -219,7 +221,7 @@ func (c *CLI) etcdRestoreCmd(g *globalOptions) *cobra.Command {
 			if f.output != "" && f.output != "json" {
 				return fmt.Errorf("bad -o %q: want json or nothing", f.output)
 			}
-			if _, err := etcd.Verify(ro.From); err != nil {
+			if _, err := etcdsnap.Verify(ro.From); err != nil {
 				return fmt.Errorf("refusing to restore: %w", err)
 			}
 			if !yes && !dry {
@@ -271,7 +273,7 @@ func writeRestore(w io.Writer, rep *action.EtcdRestoreReport, dry bool) {
 	}
 	fmt.Fprintf(w, "%s: restored etcd member %s from %s into %s (revision bump %d)\n", rep.Node, rep.Member.Name, rep.Snapshot.Path, rep.DataDir, rep.RevisionBump)
 	fmt.Fprintf(w, "  local restore %s, pack %s (%s), upload %s, swap on the node %s\n", rep.RestoreTook.Round(time.Millisecond),
-		rep.PackTook.Round(time.Millisecond), sizeText(rep.ArchiveBytes), rep.UploadTook.Round(time.Millisecond), rep.SwapTook.Round(time.Millisecond))
+		rep.PackTook.Round(time.Millisecond), humanize.Bytes(uint64(rep.ArchiveBytes)), rep.UploadTook.Round(time.Millisecond), rep.SwapTook.Round(time.Millisecond))
 	fmt.Fprintf(w, "  the old data directory %s is left in place; the original manifest is %s/etcd.yaml.orig\n", rep.OldDataDir, rep.HoldingDir)
 }
 
@@ -296,20 +298,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// sizeText formats n in SI units, as etcdctl does.
-func sizeText(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
 }
 
 func shortSum(s string) string {

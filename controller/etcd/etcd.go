@@ -12,17 +12,19 @@
 // the agent, which every node downloads, small (docs/etcd.md).
 package etcd
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
+)
 
 // Errors callers may test for with errors.Is.
 var (
-	// ErrNoTrailer: the file is too short for etcd's sha256 trailer
-	// (truncated, or not an etcd snapshot).
-	ErrNoTrailer = errors.New("no sha256 trailer")
-	// ErrTrailerMismatch: the content's sha256 differs from the trailer.
-	ErrTrailerMismatch = errors.New("sha256 trailer mismatch")
-	// ErrManifestMismatch: size or sha256 differ from the manifest's.
-	ErrManifestMismatch = errors.New("snapshot does not match its manifest")
+	// ErrNoTrailer, ErrTrailerMismatch, ErrManifestMismatch: a snapshot
+	// file that does not verify (see etcdsnap).
+	ErrNoTrailer        = etcdsnap.ErrNoTrailer
+	ErrTrailerMismatch  = etcdsnap.ErrTrailerMismatch
+	ErrManifestMismatch = etcdsnap.ErrManifestMismatch
 	// ErrPodManifest: the etcd static-pod manifest is not one kthw can
 	// restore (not kubeadm's layout).
 	ErrPodManifest = errors.New("unusable etcd static-pod manifest")

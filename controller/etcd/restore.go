@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -52,7 +53,7 @@ type RestoreOptions struct {
 
 // Restored describes a restored data directory.
 type Restored struct {
-	Verified *Verified
+	Verified *etcdsnap.Verified
 	Took     time.Duration
 }
 
@@ -64,7 +65,7 @@ type Restored struct {
 // when etcdutl succeeded: a failed restore leaves nothing.
 func RestoreDataDir(o RestoreOptions) (*Restored, error) {
 	start := time.Now()
-	v, err := Verify(o.Snapshot)
+	v, err := etcdsnap.Verify(o.Snapshot)
 	if err != nil {
 		return nil, fmt.Errorf("refusing to restore: %w", err)
 	}

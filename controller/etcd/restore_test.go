@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,11 +150,11 @@ func TestRestoreRefusesDamage(t *testing.T) {
 		}
 	}
 	// A manifest that disagrees is refused too.
-	os.WriteFile(ManifestPath(snap), []byte(`{"name":"snap.db","size":"1","sha256":"00"}`), 0o600)
+	os.WriteFile(etcdsnap.ManifestPath(snap), []byte(`{"name":"snap.db","size":"1","sha256":"00"}`), 0o600)
 	if _, err := RestoreDataDir(RestoreOptions{Snapshot: snap, DataDir: filepath.Join(dir, "m"), Member: member}); !errors.Is(err, ErrManifestMismatch) {
 		t.Errorf("manifest mismatch: %v", err)
 	}
-	os.Remove(ManifestPath(snap))
+	os.Remove(etcdsnap.ManifestPath(snap))
 	// An existing data directory is never overwritten.
 	os.Mkdir(filepath.Join(dir, "exists"), 0o700)
 	if _, err := RestoreDataDir(RestoreOptions{Snapshot: snap, DataDir: filepath.Join(dir, "exists"), Member: member}); err == nil || !strings.Contains(err.Error(), "exists already") {

@@ -3,6 +3,7 @@ package etcd
 import (
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -62,9 +63,9 @@ func (s Store) Path(node, name string) (string, error) {
 
 // WriteManifest writes m next to the snapshot at path (0600, atomically).
 func (s Store) WriteManifest(path string, m *agentv1.EtcdSnapshotManifest) error {
-	p := ManifestPath(path)
+	p := etcdsnap.ManifestPath(path)
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, MarshalManifest(m), 0o600); err != nil {
+	if err := os.WriteFile(tmp, etcdsnap.MarshalManifest(m), 0o600); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
 	if err := os.Rename(tmp, p); err != nil {
@@ -101,7 +102,7 @@ func (s Store) List() ([]Local, error) {
 				continue
 			}
 			l := Local{Node: n.Name(), Path: filepath.Join(s.Dir, n.Name(), f.Name()), Size: fi.Size(), ModTime: fi.ModTime()}
-			m, err := ReadManifest(ManifestPath(l.Path))
+			m, err := etcdsnap.ReadManifest(etcdsnap.ManifestPath(l.Path))
 			switch {
 			case err == nil:
 				l.Manifest = m

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"os"
 	"path/filepath"
 	"testing"
@@ -37,7 +38,7 @@ func TestStore(t *testing.T) {
 			t.Errorf("%s mode %v", d, fi.Mode())
 		}
 	}
-	if fi, _ := os.Stat(ManifestPath(newer)); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(etcdsnap.ManifestPath(newer)); fi.Mode().Perm() != 0o600 {
 		t.Errorf("manifest mode %v", fi.Mode())
 	}
 	l, err := s.List()

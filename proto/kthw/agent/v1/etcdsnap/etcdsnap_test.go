@@ -1,4 +1,4 @@
-package etcd
+package etcdsnap
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ func TestTrailerHash(t *testing.T) {
 			s := sha256.Sum256(data[:size-32])
 			copy(data[size-32:], s[:])
 		}
-		th := newTrailerHash()
+		th := NewTrailerHash()
 		// Odd write sizes, including ones smaller than the trailer.
 		for rest := data; len(rest) > 0; {
 			n := min(len(rest), 1+r.IntN(70))
@@ -31,7 +31,7 @@ func TestTrailerHash(t *testing.T) {
 		if size >= 32 && !bytes.Equal(th.h.Sum(nil), data[size-32:]) {
 			t.Errorf("size %d: hash of the content differs", size)
 		}
-		err := th.check("x")
+		err := th.Check("x")
 		if want := size%512 == 32; (err == nil) != want {
 			t.Errorf("size %d: check %v", size, err)
 		}
