@@ -30,23 +30,7 @@ func (filesBackend) Destroy(context.Context, int) error { return nil }
 func startedClone(t *testing.T, sim *pvesim.Sim) *proxmox.VirtualMachine {
 	t.Helper()
 	ctx := ctxT(t)
-	c := tokenClient(t, sim)
-	node, err := c.Node(ctx, "pve1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := node.VirtualMachine(ctx, pvesim.TestTemplateID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, task, err := tmpl.Clone(ctx, &proxmox.VirtualMachineCloneOptions{NewID: 100, Name: "cp-1"})
-	mustSucceed(t, ctx, task, err)
-	vm, err := node.VirtualMachine(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, err := vm.Config(ctx, proxmox.VirtualMachineOption{Name: "ipconfig0", Value: "ip=10.0.0.21/24,gw=10.0.0.1"})
-	mustSucceed(t, ctx, ct, err)
+	vm := clonedVM(t, tokenClient(t, sim), "cp-1", "ip=10.0.0.21/24,gw=10.0.0.1")
 	st, err := vm.Start(ctx)
 	mustSucceed(t, ctx, st, err)
 	waitFor(t, "agent", func() bool { return vm.AgentPing(ctx) == nil })

@@ -170,3 +170,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// clonedVM clones the test template to VMID 100 named name and sets its
+// ipconfig0; the VM is left stopped.
+func clonedVM(t *testing.T, c *proxmox.Client, name, ipconfig string) *proxmox.VirtualMachine {
+	t.Helper()
+	ctx := ctxT(t)
+	node, err := c.Node(ctx, "pve1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := node.VirtualMachine(ctx, pvesim.TestTemplateID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, task, err := tmpl.Clone(ctx, &proxmox.VirtualMachineCloneOptions{NewID: 100, Name: name})
+	mustSucceed(t, ctx, task, err)
+	vm, err := node.VirtualMachine(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err = vm.Config(ctx, proxmox.VirtualMachineOption{Name: "ipconfig0", Value: ipconfig})
+	mustSucceed(t, ctx, task, err)
+	return vm
+}

@@ -29,29 +29,6 @@ func ticketClient(t *testing.T, sim *pvesim.Sim) *proxmox.Client {
 	return c
 }
 
-// consoleVM makes VM 100 from the template and starts it.
-func consoleVM(t *testing.T, sim *pvesim.Sim, c *proxmox.Client) *proxmox.VirtualMachine {
-	t.Helper()
-	ctx := ctxT(t)
-	node, err := c.Node(ctx, "pve1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := node.VirtualMachine(ctx, pvesim.TestTemplateID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, task, err := tmpl.Clone(ctx, &proxmox.VirtualMachineCloneOptions{NewID: 100, Name: "c1"})
-	mustSucceed(t, ctx, task, err)
-	vm, err := node.VirtualMachine(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err = vm.Config(ctx, proxmox.VirtualMachineOption{Name: "ipconfig0", Value: "ip=10.0.0.50/24,gw=10.0.0.1"})
-	mustSucceed(t, ctx, task, err)
-	return vm
-}
-
 // readUntil collects console output until it contains want, d passed or
 // the connection failed (then the caller must close it at once:
 // go-proxmox's reader repeats a failed read until its closer runs).
@@ -99,7 +76,7 @@ func TestTermProxyConsole(t *testing.T) {
 	sim := pvesim.Start(t, pvesim.WithConfig(func(c *pvesim.Config) { c.ConsoleDelay = 400 * time.Millisecond }))
 	c := ticketClient(t, sim)
 	ctx := ctxT(t)
-	vm := consoleVM(t, sim, c)
+	vm := clonedVM(t, c, "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
 	task, err := vm.Start(ctx)
 	mustSucceed(t, ctx, task, err)
 
@@ -146,7 +123,7 @@ func TestTermProxyLate(t *testing.T) {
 	sim := pvesim.Start(t, pvesim.WithConfig(func(c *pvesim.Config) { c.ConsoleDelay = 50 * time.Millisecond }))
 	c := ticketClient(t, sim)
 	ctx := ctxT(t)
-	vm := consoleVM(t, sim, c)
+	vm := clonedVM(t, c, "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
 	task, err := vm.Start(ctx)
 	mustSucceed(t, ctx, task, err)
 	time.Sleep(500 * time.Millisecond) // cloud-init printed its keys meanwhile
@@ -190,7 +167,7 @@ func TestTermProxyRefusals(t *testing.T) {
 	sim := pvesim.Start(t)
 	c := ticketClient(t, sim)
 	ctx := ctxT(t)
-	vm := consoleVM(t, sim, c)
+	vm := clonedVM(t, c, "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
 
 	// Stopped: the terminal opens, qm terminal says so, the socket closes.
 	term, err := vm.TermProxy(ctx)
