@@ -90,6 +90,12 @@ func (p *Provider) bake(ctx context.Context, c *pve.Client, r vmRef, rc *Recipe,
 		return fmt.Errorf("bake %s into the builder VM %d: %w", strings.Join(rc.Bake.Packages, ", "), r.id, err)
 	}
 
+	// What the template is for: its guest agent answers through the API
+	// (and the shutdown below goes through it, as Proxmox does for a VM
+	// with agent=1).
+	if err := p.waitBakedAgent(ctx, c, r, timeout); err != nil {
+		return err
+	}
 	if err := p.shutdownBuilder(ctx, c, r, o.ShutdownTimeout); err != nil {
 		return err
 	}
@@ -109,6 +115,36 @@ func (p *Provider) bake(ctx context.Context, c *pve.Client, r vmRef, rc *Recipe,
 		}
 	}
 	return nil
+}
+
+// waitBakedAgent waits until the builder VM's guest agent, which the bake
+// installed, answers a ping through the API.
+func (p *Provider) waitBakedAgent(ctx context.Context, c *pve.Client, r vmRef, timeout time.Duration) error {
+	deadline := p.w.clock.Now().Add(timeout)
+	vm := handle(c, r)
+	var iv time.Duration
+	for {
+		err := vm.AgentPing(ctx)
+		switch {
+		case err == nil:
+			p.log.InfoContext(ctx, "the baked guest agent answers", "vmid", r.id)
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isUnauthorized(err):
+			return authError("ping the guest agent of the builder "+r.String(), err)
+		case agentNotConfigured(err):
+			return fmt.Errorf("the builder %s has no guest agent configured (agent=1): %w", r, err)
+		}
+		if !p.w.clock.Now().Before(deadline) {
+			return fmt.Errorf("the guest agent the bake installed in the builder %s does not answer through the API after %s (%v): does the recipe's bake start it (bake.enable)?",
+				r, timeout, err)
+		}
+		iv = p.w.interval(iv)
+		if err := p.w.clock.Sleep(ctx, iv); err != nil {
+			return err
+		}
+	}
 }
 
 // waitRunning polls (quickly: the console must be open before cloud-init

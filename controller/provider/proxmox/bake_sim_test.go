@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,13 +54,17 @@ func TestParseConsoleHostKeys(t *testing.T) {
 }
 
 // fakeBaker records the bake; it cannot log in to the simulator's default
-// guests (they boot nothing). The real path is the lab e2e test.
+// guests (they boot nothing). With sim set it installs the guest agent in
+// VM vmid the way the simulator models it. The real path is the lab e2e
+// test.
 type fakeBaker struct {
 	mu     sync.Mutex
 	target BakeTarget
 	steps  *RecipeBake
 	calls  int
 	err    error
+	sim    *pvesim.Sim
+	vmid   int
 }
 
 func (f *fakeBaker) Bake(_ context.Context, t BakeTarget, s *RecipeBake) error {
@@ -67,6 +72,9 @@ func (f *fakeBaker) Bake(_ context.Context, t BakeTarget, s *RecipeBake) error {
 	defer f.mu.Unlock()
 	f.calls++
 	f.target, f.steps = t, s
+	if f.err == nil && f.sim != nil {
+		return f.sim.InstallGuestAgent(f.vmid)
+	}
 	return f.err
 }
 
@@ -104,7 +112,7 @@ func TestBuildTemplateBake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fb := &fakeBaker{}
+	fb := &fakeBaker{sim: sim, vmid: 9100}
 	start := time.Now()
 	res, err := e.p.BuildTemplate(ctx, r, BuildOptions{VMID: 9100, Address: buildAddr, Baker: fb, ConsoleTimeout: 10 * time.Second})
 	if err != nil {
@@ -137,6 +145,34 @@ func TestBuildTemplateBake(t *testing.T) {
 	}
 	if n := sim.CallCount("POST /nodes/{node}/qemu/{vmid}/termproxy"); n != 1 {
 		t.Errorf("%d termproxy calls", n)
+	}
+	if n := sim.CallCount("POST /nodes/{node}/qemu/{vmid}/agent/ping"); n < 1 {
+		t.Errorf("the baked guest agent was not checked")
+	}
+	// Clones of the template have the guest agent the bake installed.
+	if vols := sim.Volumes(); !slices.ContainsFunc(vols, func(v pvesim.VolumeState) bool {
+		return strings.HasPrefix(v.VolID, "local-lvm:base-9100-disk") && v.GuestAgent
+	}) {
+		t.Errorf("the template's disk does not carry the guest agent: %+v", vols)
+	}
+}
+
+// TestBuildTemplateBakedAgentSilent: a bake that leaves no answering guest
+// agent fails the build, naming it, and removes the VM.
+func TestBuildTemplateBakedAgentSilent(t *testing.T) {
+	ctx := context.Background()
+	e, sim := bakeEnv(t)
+	r, _ := LoadRecipe(nil, "debian")
+	fb := &fakeBaker{} // installs nothing
+	_, err := e.p.BuildTemplate(ctx, r, BuildOptions{VMID: 9100, Address: buildAddr, Baker: fb, ConsoleTimeout: 2 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "does not answer through the API") || !strings.Contains(err.Error(), "QEMU guest agent is not running") {
+		t.Fatalf("err %v", err)
+	}
+	if fb.calls != 1 {
+		t.Fatalf("%d bakes", fb.calls)
+	}
+	if _, ok := sim.VM(9100); ok {
+		t.Fatal("the half-built VM was left")
 	}
 }
 

@@ -165,6 +165,19 @@ func (b *Backend) Start(ctx context.Context, vm pvesim.VMInfo) (pvesim.GuestInfo
 	}, nil
 }
 
+// GuestAgentInstalled implements pvesim.AgentProber: whether the VM's lab node now has the
+// guest agent in its tree (a bake installed it while the VM runs).
+func (b *Backend) GuestAgentInstalled(ctx context.Context, vmid int) bool {
+	info, err := b.lab.Status(ctx, b.Machine(vmid))
+	if err != nil || info.Root == "" {
+		return false
+	}
+	_, err = os.Stat(filepath.Join(info.Root, GuestAgentPath))
+	return err == nil
+}
+
+var _ pvesim.AgentProber = (*Backend)(nil)
+
 // GuestAgentPath is where a node's tree has qemu-guest-agent's daemon when the package is
 // installed (Debian's qemu-guest-agent).
 const GuestAgentPath = "usr/sbin/qemu-ga"

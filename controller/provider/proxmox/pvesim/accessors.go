@@ -38,6 +38,8 @@ type VolumeState struct {
 	Content string
 	// Base is the base volume of a linked clone.
 	Base string
+	// GuestAgent: the disk's operating system has qemu-guest-agent.
+	GuestAgent bool
 }
 
 // VM returns one VM.
@@ -81,7 +83,7 @@ func (s *Server) Volumes() []VolumeState {
 	defer s.mu.Unlock()
 	out := []VolumeState{}
 	for _, v := range s.volumes {
-		vs := VolumeState{VolID: v.volid(), VMID: v.vmid, Size: v.size, Content: v.content}
+		vs := VolumeState{VolID: v.volid(), VMID: v.vmid, Size: v.size, Content: v.content, GuestAgent: !v.noGuestAgent}
 		if st := s.findStorage(v.storage); st != nil && !st.spec.Shared {
 			vs.Node = v.node
 		}
@@ -141,6 +143,23 @@ func (s *Server) SetLock(vmid int, lock string) error {
 	} else {
 		v.conf["lock"] = lock
 	}
+	return nil
+}
+
+// InstallGuestAgent is qemu-guest-agent installed in a running VM's guest
+// (what a template build's bake does): its agent answers from now on and
+// its boot disk carries it.
+func (s *Server) InstallGuestAgent(vmid int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.vms[vmid]
+	if !ok {
+		return fmt.Errorf("no VM %d", vmid)
+	}
+	if !v.running {
+		return fmt.Errorf("VM %d is not running", vmid)
+	}
+	s.guestAgentInstalled(v)
 	return nil
 }
 

@@ -21,6 +21,16 @@ func (s *Server) agentVM(req *request) (*vm, error) {
 	if !v.running {
 		return nil, die("VM %d is not running", v.id)
 	}
+	if v.noAgent && !s.faults.agentMissing(v.id) {
+		if p, ok := s.backend.(AgentProber); ok {
+			ctx, cancel := s.backendContext()
+			installed := p.GuestAgentInstalled(ctx, v.id)
+			cancel()
+			if installed {
+				s.guestAgentInstalled(v)
+			}
+		}
+	}
 	if !agentEnabled(v.conf["agent"]) || v.noAgent || s.faults.agentMissing(v.id) || time.Now().Before(v.agentAt) {
 		return nil, die("QEMU guest agent is not running")
 	}
@@ -185,4 +195,23 @@ func (s *Server) agentFileRead(req *request) (any, error) {
 		out["truncated"] = 1
 	}
 	return out, nil
+}
+
+// guestAgentInstalled records that a running VM's guest now has
+// qemu-guest-agent: it answers from now on, and the boot disk carries it
+// (a template made from the disk, and its clones, have it). Callers hold
+// s.mu.
+func (s *Server) guestAgentInstalled(v *vm) {
+	v.noAgent = false
+	v.agentAt = time.Time{}
+	for _, d := range bootOrder(v.conf) {
+		val, ok := v.conf[d]
+		if !ok || !isDriveKey(d) || isCDROM(val) || isCloudInitDrive(val) {
+			continue
+		}
+		if vol := s.findVolume(v.node, parseDrive(val).file); vol != nil {
+			vol.noGuestAgent = false
+		}
+		return
+	}
 }

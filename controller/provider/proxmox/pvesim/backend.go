@@ -27,6 +27,15 @@ type Backend interface {
 	Destroy(ctx context.Context, vmid int) error
 }
 
+// AgentProber is a Backend whose running guests can gain a guest agent
+// after they booted: while a running VM's agent does not answer, the
+// simulator asks whether the guest has one now, the way qemu-guest-agent
+// answers as soon as its package is installed (its unit starts on the
+// agent's virtio port).
+type AgentProber interface {
+	GuestAgentInstalled(ctx context.Context, vmid int) bool
+}
+
 // VMInfo is a VM as cloud-init would see it on its NoCloud drive.
 type VMInfo struct {
 	VMID int
