@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/distro/profile"
 	"log/slog"
 	"net"
 	"strconv"
@@ -35,6 +36,9 @@ type ClusterOptions struct {
 	// Steps are the node phases every node walks after its agent is up
 	// (node preparation, ...).
 	Steps []phase.Step
+	// OS is the release the profile's steps are for; a node that runs
+	// another fails before its steps (zero: not checked).
+	OS profile.OS
 	// DryRun (plan) provisions nothing and runs the steps' Check only:
 	// missing nodes are reported as "would create", existing ones get
 	// the diff of what would change.
@@ -178,6 +182,10 @@ type StatusView struct {
 
 // errFailedNodes is wrapped by the error of a verb some of whose nodes failed.
 var errFailedNodes = errors.New("node(s) failed")
+
+// ErrWrongOS is wrapped by the error of a node that runs another release
+// than the cluster's profile is for.
+var ErrWrongOS = errors.New("node runs another release than the profile")
 
 // IsNodeFailure tells a verb that ran but had failing nodes (already
 // reported per node) from one that could not run.

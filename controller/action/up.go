@@ -214,6 +214,10 @@ func connectAndRun(ctx context.Context, o ClusterOptions, spec config.NodeSpec, 
 		}
 		facts = f
 		rep.Facts = factsView(f)
+		if len(o.Steps) > 0 && o.OS.ID != "" && !o.OS.Matches(f.GetOs().GetId(), f.GetOs().GetVersionId()) {
+			return "", fmt.Errorf("%w: the node runs %s %s, and profile %q is for %s: use the profile of the nodes' release (kthw-controller profiles list), or nodes of %s",
+				ErrWrongOS, f.GetOs().GetId(), f.GetOs().GetVersionId(), o.Cluster.Profile, o.OS, o.OS)
+		}
 		return fmt.Sprintf("%s %s, %s, %d CPUs", rep.Facts.OS, rep.Facts.Version, rep.Facts.Kernel, rep.Facts.CPUs), nil
 	}); err != nil {
 		return rep, err

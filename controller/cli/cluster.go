@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kthw/kthw/distro/profile"
 	"io"
 	"os"
-	"path"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +19,6 @@ import (
 
 	"github.com/kthw/kthw/controller/action"
 	"github.com/kthw/kthw/controller/config"
-	"github.com/kthw/kthw/controller/node"
 	"github.com/kthw/kthw/controller/nodeprep"
 	"github.com/kthw/kthw/controller/progress"
 	"github.com/kthw/kthw/controller/provider"
@@ -130,19 +129,9 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 		return nil, fmt.Errorf("node preparation: %w", err)
 	}
 	steps := nodeprep.Steps(params)
-	if s := cl.Etcd.Snapshots; s != nil {
-		sum, _, err := node.HashFile(bin)
-		if err != nil {
-			return nil, err
-		}
-		agentDir := f.agentDir
-		if agentDir == "" {
-			agentDir = push.DefaultDir
-		}
-		steps = append(steps, nodeprep.EtcdSnapshotSteps(s, path.Join(agentDir, sum, push.BinaryName))...)
-	}
-	if f.noPrep {
-		steps = nil
+	prof, err := profile.Get(cl.Profile)
+	if err != nil {
+		return nil, err
 	}
 	dir, err := state.ResolveWorkspace(f.workspace, cl.Name, state.WorkspaceEnv{Getenv: c.getenv, Root: os.Geteuid() == 0})
 	if err != nil {
@@ -151,6 +140,18 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 	ws, err := workspace.Open(dir)
 	if err != nil {
 		return nil, err
+	}
+	if s := cl.Etcd.Snapshots; s != nil {
+		// The timer runs the agent at its content-addressed path.
+		loc, err := push.Locate(bin, f.agentDir, ws.AgentHashStampPath())
+		if err != nil {
+			ws.Close()
+			return nil, err
+		}
+		steps = append(steps, nodeprep.EtcdSnapshotSteps(s, loc.RemotePath)...)
+	}
+	if f.noPrep {
+		steps = nil
 	}
 	var p provider.Provider
 	switch cl.Provider.Type {
@@ -167,7 +168,7 @@ func (c *CLI) openCluster(g *globalOptions, f *clusterFlags, events progress.Sin
 	}
 	return &clusterEnv{ws: ws, opts: action.ClusterOptions{
 		Cluster: cl, Workspace: ws, Provider: p, AgentBinary: bin, AcceptNew: f.acceptNew,
-		AgentDir: f.agentDir, BlobDir: f.blobDir, Steps: steps,
+		AgentDir: f.agentDir, BlobDir: f.blobDir, Steps: steps, OS: prof.OS,
 		ControllerVersion: c.version, Events: events, Logger: log,
 	}}, nil
 }

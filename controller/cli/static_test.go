@@ -112,3 +112,48 @@ nodes: [{name: cp, role: control-plane, count: 1}]
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestWrongReleaseRefused: node preparation of a profile for another
+// release than a node runs stops at the node's facts, naming both. It runs
+// as plan (Check only) against this host, so nothing could change here even
+// if the check did not hold.
+func TestWrongReleaseRefused(t *testing.T) {
+	osRelease, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		t.Skip("no /etc/os-release")
+	}
+	other, want := "ubuntu", "is for ubuntu 24.04"
+	if strings.Contains(string(osRelease), "ID=ubuntu") {
+		other, want = "debian", "is for debian 12"
+	}
+	srv := sshdtest.Start(t)
+	t.Cleanup(agentbuild.Cleanup)
+	agent := agentbuild.Build(t, agentbuild.Variant{Version: "static-test"})
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cluster.yaml")
+	cluster := fmt.Sprintf(`apiVersion: kthw.dev/v1alpha1
+kind: Cluster
+name: static
+profile: %s
+provider:
+  type: static
+  static:
+    hosts:
+      - {name: cp-1, address: %s, port: %d, user: root, identityFile: %s}
+nodes:
+  - {name: cp, role: control-plane, count: 1}
+`, other, srv.Host, srv.Port, srv.ClientKeyFile)
+	if err := os.WriteFile(file, []byte(cluster), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err = New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), []string{"plan", "--accept-new",
+		"-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
+		"--agent-dir", filepath.Join(dir, "agent"), "--blob-dir", filepath.Join(dir, "blobs")})
+	if err == nil || !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "the node runs") {
+		t.Fatalf("plan with profile %s on this host: err=%v\n%s\n%s", other, err, stdout.String(), stderr.String())
+	}
+	if strings.Contains(stderr.String(), "hostname") || strings.Contains(stderr.String(), "packages") {
+		t.Fatalf("steps ran after the facts:\n%s", stderr.String())
+	}
+}

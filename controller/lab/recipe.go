@@ -17,6 +17,9 @@ import (
 type Recipe struct {
 	// Name is the recipe's name, equal to its file name without .yaml.
 	Name string `yaml:"name"`
+	// OS is the release the nodes run, as their os-release names it (ID,
+	// VERSION_ID); optional.
+	OS RecipeOS `yaml:"os"`
 	// Suite is the release codename handed to mmdebstrap.
 	Suite string `yaml:"suite"`
 	// Variant is mmdebstrap's --variant (minbase, ...).
@@ -33,6 +36,12 @@ type Recipe struct {
 	Proxy ProxyRecipe `yaml:"proxy"`
 
 	raw []byte
+}
+
+// RecipeOS names an image's release as os-release does.
+type RecipeOS struct {
+	ID      string `yaml:"id"`
+	Version string `yaml:"version"`
 }
 
 // Archive is one apt archive of the image.
@@ -119,6 +128,9 @@ func (r *Recipe) Validate() error {
 	}
 	if !wordRE.MatchString(r.Suite) {
 		bad("suite", "%q is not a valid suite", r.Suite)
+	}
+	if (r.OS != RecipeOS{}) && (!wordRE.MatchString(r.OS.ID) || !wordRE.MatchString(r.OS.Version)) {
+		bad("os", "id %q and version %q must both be set, as os-release's ID and VERSION_ID", r.OS.ID, r.OS.Version)
 	}
 	if !wordRE.MatchString(r.Variant) {
 		bad("variant", "%q is not a valid variant", r.Variant)

@@ -47,6 +47,16 @@ func (l *Lab) recipe() (*Recipe, []ResolvedArchive, error) {
 	return r, archives, nil
 }
 
+// NodeOS is the release the lab's nodes run (its recipe's os); zero when
+// the recipe does not say.
+func (l *Lab) NodeOS() (RecipeOS, error) {
+	r, err := LoadRecipe(l.cfg.Recipes, l.cfg.Recipe)
+	if err != nil {
+		return RecipeOS{}, err
+	}
+	return r.OS, nil
+}
+
 // EnsureImage returns the lab's root filesystem, building it with mmdebstrap when the cache
 // has none for the current recipe and host mirrors. A build goes to a temporary directory
 // beside the cache and is renamed into place when complete, so a crash never leaves a partial

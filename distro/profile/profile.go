@@ -74,6 +74,16 @@ type OS struct {
 	Codename string `yaml:"codename,omitempty"`
 }
 
+// Matches reports whether a node whose os-release says ID=id and
+// VERSION_ID=versionID runs this release: the same ID, and the same
+// version or a point release of it ("9.4" for "9", "15.6" for "15").
+func (o OS) Matches(id, versionID string) bool {
+	return id == o.ID && (versionID == o.Version || strings.HasPrefix(versionID, o.Version+"."))
+}
+
+// String is "ID VERSION".
+func (o OS) String() string { return o.ID + " " + o.Version }
+
 // VersionRange is a component's default version and the versions a
 // cluster file may choose instead, both ends included. A part "x" in Max
 // stands for any number: v1.31.x is every v1.31 patch release.

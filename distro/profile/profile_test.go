@@ -351,3 +351,24 @@ func TestParseAllRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestOSMatches(t *testing.T) {
+	for _, tc := range []struct {
+		os      OS
+		id, ver string
+		want    bool
+	}{
+		{OS{ID: "debian", Version: "12"}, "debian", "12", true},
+		{OS{ID: "rocky", Version: "9"}, "rocky", "9.4", true},
+		{OS{ID: "opensuse-leap", Version: "15"}, "opensuse-leap", "15.6", true},
+		{OS{ID: "ubuntu", Version: "24.04"}, "ubuntu", "24.04", true},
+		{OS{ID: "ubuntu", Version: "24.04"}, "debian", "12", false},
+		{OS{ID: "ubuntu", Version: "24.04"}, "ubuntu", "22.04", false},
+		{OS{ID: "rocky", Version: "9"}, "rocky", "90", false},
+		{OS{ID: "debian", Version: "12"}, "debian", "", false},
+	} {
+		if got := tc.os.Matches(tc.id, tc.ver); got != tc.want {
+			t.Errorf("%s matches %s %q: %v, want %v", tc.os, tc.id, tc.ver, got, tc.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/lab"
 	"github.com/kthw/kthw/controller/provider"
+	"github.com/kthw/kthw/distro/profile"
 )
 
 // Provider makes lab nodes for one cluster.
@@ -58,7 +59,28 @@ func New(c *config.Cluster, authorizedKey []byte, log *slog.Logger) (*Provider, 
 	if err != nil {
 		return nil, fmt.Errorf("local provider: %w", err)
 	}
+	if err := checkProfile(l, c.Profile); err != nil {
+		return nil, err
+	}
 	return &Provider{lab: l, cluster: c.Name, authorized: authorizedKey, gateway: gw}, nil
+}
+
+// checkProfile refuses a profile for another release than the lab's nodes
+// run, before anything is made: node preparation would fail on every node.
+func checkProfile(l *lab.Lab, name string) error {
+	nodes, err := l.NodeOS()
+	if err != nil {
+		return fmt.Errorf("local provider: %w", err)
+	}
+	prof, err := profile.Get(name)
+	if err != nil || nodes.ID == "" {
+		return nil // an unknown profile is the config's to report
+	}
+	if !prof.OS.Matches(nodes.ID, nodes.Version) {
+		return fmt.Errorf("local provider: its lab nodes run %s %s, and profile %q is for %s: use the debian profile with the local provider, or nodes of %s through provider proxmox or static",
+			nodes.ID, nodes.Version, name, prof.OS, prof.OS)
+	}
+	return nil
 }
 
 // Lab returns the lab the provider runs on.
