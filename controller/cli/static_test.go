@@ -15,40 +15,57 @@ import (
 	"github.com/kthw/kthw/controller/workspace"
 )
 
+// staticEnv is a cluster file of the static provider whose machines all are
+// one real sshd on this host, and the agent to push.
+type staticEnv struct {
+	dir, file, agent string
+}
+
+// newStaticEnv writes a cluster of profile prof with a control-plane
+// machine cp-1 (as root) and a worker machine per user in workers.
+func newStaticEnv(t *testing.T, prof string, workers ...string) *staticEnv {
+	t.Helper()
+	srv := sshdtest.Start(t)
+	t.Cleanup(agentbuild.Cleanup)
+	e := &staticEnv{dir: t.TempDir(), agent: agentbuild.Build(t, agentbuild.Variant{Version: "static-test"})}
+	e.file = filepath.Join(e.dir, "cluster.yaml")
+	host := func(name, user string) string {
+		return fmt.Sprintf("      - {name: %s, address: %s, port: %d, user: %s, identityFile: %s}\n", name, srv.Host, srv.Port, user, srv.ClientKeyFile)
+	}
+	hosts := host("cp-1", "root")
+	for i, u := range workers {
+		hosts += host(fmt.Sprintf("worker-%d", i+1), u)
+	}
+	nodes := "  - {name: cp, role: control-plane, count: 1}\n"
+	if len(workers) > 0 {
+		nodes += fmt.Sprintf("  - {name: worker, role: worker, count: %d}\n", len(workers))
+	}
+	cluster := "apiVersion: kthw.dev/v1alpha1\nkind: Cluster\nname: static\nprofile: " + prof +
+		"\nprovider:\n  type: static\n  static:\n    hosts:\n" + hosts + "nodes:\n" + nodes
+	if err := os.WriteFile(e.file, []byte(cluster), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// run runs the CLI in-process on the cluster, with the agent's
+// directories under the test's (never this host's own).
+func (e *staticEnv) run(args ...string) (string, string, error) {
+	args = append(args, "-f", e.file, "--workspace", filepath.Join(e.dir, "ws"), "--agent-binary", e.agent,
+		"--agent-dir", filepath.Join(e.dir, "agent"), "--blob-dir", filepath.Join(e.dir, "blobs"))
+	var stdout, stderr bytes.Buffer
+	err := New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), args)
+	return stdout.String(), stderr.String(), err
+}
+
 // TestStaticProvider runs up, status and down with the static provider
 // against a real sshd: three "machines" behind one sshd as root and two
 // sudo users, host keys trusted on first use and then pinned.
 func TestStaticProvider(t *testing.T) {
-	srv := sshdtest.Start(t)
-	t.Cleanup(agentbuild.Cleanup)
-	agent := agentbuild.Build(t, agentbuild.Variant{Version: "static-test"})
-	dir := t.TempDir()
-	file := filepath.Join(dir, "cluster.yaml")
-	cluster := fmt.Sprintf(`apiVersion: kthw.dev/v1alpha1
-kind: Cluster
-name: static
-profile: debian
-provider:
-  type: static
-  static:
-    hosts:
-      - {name: cp-1, address: %[1]s, port: %[2]d, user: root, identityFile: %[3]s}
-      - {name: worker-1, address: %[1]s, port: %[2]d, user: %[4]s, identityFile: %[3]s}
-      - {name: worker-2, address: %[1]s, port: %[2]d, user: %[5]s, identityFile: %[3]s}
-nodes:
-  - {name: cp, role: control-plane, count: 1}
-  - {name: worker, role: worker, count: 2}
-`, srv.Host, srv.Port, srv.ClientKeyFile, sshdtest.UserSudo, sshdtest.UserNoisy)
-	if err := os.WriteFile(file, []byte(cluster), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e := newStaticEnv(t, "debian", sshdtest.UserSudo, sshdtest.UserNoisy)
 	run := func(args ...string) (string, string, error) {
 		// The "machines" are this host: never prepare it as a node.
-		args = append(args, "--no-node-prep", "-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
-			"--agent-dir", filepath.Join(dir, "agent"), "--blob-dir", filepath.Join(dir, "blobs"))
-		var stdout, stderr bytes.Buffer
-		err := New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), args)
-		return stdout.String(), stderr.String(), err
+		return e.run(append(args, "--no-node-prep")...)
 	}
 
 	// Strict host keys: an unknown machine is refused, by name.
@@ -126,34 +143,12 @@ func TestWrongReleaseRefused(t *testing.T) {
 	if strings.Contains(string(osRelease), "ID=ubuntu") {
 		other, want = "debian", "is for debian 12"
 	}
-	srv := sshdtest.Start(t)
-	t.Cleanup(agentbuild.Cleanup)
-	agent := agentbuild.Build(t, agentbuild.Variant{Version: "static-test"})
-	dir := t.TempDir()
-	file := filepath.Join(dir, "cluster.yaml")
-	cluster := fmt.Sprintf(`apiVersion: kthw.dev/v1alpha1
-kind: Cluster
-name: static
-profile: %s
-provider:
-  type: static
-  static:
-    hosts:
-      - {name: cp-1, address: %s, port: %d, user: root, identityFile: %s}
-nodes:
-  - {name: cp, role: control-plane, count: 1}
-`, other, srv.Host, srv.Port, srv.ClientKeyFile)
-	if err := os.WriteFile(file, []byte(cluster), 0o644); err != nil {
-		t.Fatal(err)
+	e := newStaticEnv(t, other)
+	_, stderr, err := e.run("plan", "--accept-new")
+	if err == nil || !strings.Contains(stderr, want) || !strings.Contains(stderr, "the node runs") {
+		t.Fatalf("plan with profile %s on this host: err=%v\n%s", other, err, stderr)
 	}
-	var stdout, stderr bytes.Buffer
-	err = New("test", strings.NewReader(""), &stdout, &stderr).Run(context.Background(), []string{"plan", "--accept-new",
-		"-f", file, "--workspace", filepath.Join(dir, "ws"), "--agent-binary", agent,
-		"--agent-dir", filepath.Join(dir, "agent"), "--blob-dir", filepath.Join(dir, "blobs")})
-	if err == nil || !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "the node runs") {
-		t.Fatalf("plan with profile %s on this host: err=%v\n%s\n%s", other, err, stdout.String(), stderr.String())
-	}
-	if strings.Contains(stderr.String(), "hostname") || strings.Contains(stderr.String(), "packages") {
-		t.Fatalf("steps ran after the facts:\n%s", stderr.String())
+	if strings.Contains(stderr, "hostname") || strings.Contains(stderr, "packages") {
+		t.Fatalf("steps ran after the facts:\n%s", stderr)
 	}
 }
