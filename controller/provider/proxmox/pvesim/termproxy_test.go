@@ -29,6 +29,19 @@ func ticketClient(t *testing.T, sim *pvesim.Sim) *proxmox.Client {
 	return c
 }
 
+// runningConsoleVM starts a simulator whose guests print cloud-init's
+// console after delay, and VM 100 in it, running; the client logs in with
+// a ticket (termproxy refuses tokens).
+func runningConsoleVM(t *testing.T, delay time.Duration) (*pvesim.Sim, *proxmox.VirtualMachine) {
+	t.Helper()
+	sim := pvesim.Start(t, pvesim.WithConfig(func(c *pvesim.Config) { c.ConsoleDelay = delay }))
+	ctx := ctxT(t)
+	vm := clonedVM(t, ticketClient(t, sim), "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
+	task, err := vm.Start(ctx)
+	mustSucceed(t, ctx, task, err)
+	return sim, vm
+}
+
 // readUntil collects console output until it contains want, d passed or
 // the connection failed (then the caller must close it at once:
 // go-proxmox's reader repeats a failed read until its closer runs).
@@ -73,12 +86,8 @@ func closeTerm(recv <-chan []byte, errs <-chan error, closer func() error) {
 // the ticket line, qm terminal's banner, cloud-init's host key block
 // (only printed after the terminal connected), and the vncproxy task.
 func TestTermProxyConsole(t *testing.T) {
-	sim := pvesim.Start(t, pvesim.WithConfig(func(c *pvesim.Config) { c.ConsoleDelay = 400 * time.Millisecond }))
-	c := ticketClient(t, sim)
+	sim, vm := runningConsoleVM(t, 400*time.Millisecond)
 	ctx := ctxT(t)
-	vm := clonedVM(t, c, "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
-	task, err := vm.Start(ctx)
-	mustSucceed(t, ctx, task, err)
 
 	// The raw answer: port is an integer, user the ticket's user.
 	term, err := vm.TermProxy(ctx)
@@ -120,12 +129,8 @@ func TestTermProxyConsole(t *testing.T) {
 // TestTermProxyLate: bytes printed before a terminal connects are not
 // replayed, and a restart of the same instance prints no keys again.
 func TestTermProxyLate(t *testing.T) {
-	sim := pvesim.Start(t, pvesim.WithConfig(func(c *pvesim.Config) { c.ConsoleDelay = 50 * time.Millisecond }))
-	c := ticketClient(t, sim)
+	_, vm := runningConsoleVM(t, 50*time.Millisecond)
 	ctx := ctxT(t)
-	vm := clonedVM(t, c, "c1", "ip=10.0.0.50/24,gw=10.0.0.1")
-	task, err := vm.Start(ctx)
-	mustSucceed(t, ctx, task, err)
 	time.Sleep(500 * time.Millisecond) // cloud-init printed its keys meanwhile
 	term, err := vm.TermProxy(ctx)
 	if err != nil {
@@ -142,7 +147,7 @@ func TestTermProxyLate(t *testing.T) {
 	}
 
 	// Reboot (stop, start): the same instance prints the prompt only.
-	task, err = vm.Stop(ctx)
+	task, err := vm.Stop(ctx)
 	mustSucceed(t, ctx, task, err)
 	task, err = vm.Start(ctx)
 	mustSucceed(t, ctx, task, err)
