@@ -123,7 +123,7 @@ func startFakeContainerd(t *testing.T, socket string) *fakeContainerd {
 type containerdEnv struct {
 	*recorder
 	sd     *systemdtest.Systemd
-	mgr    *prepManager
+	mgr    *memManager
 	runner *prepRunner
 	api    *fakeContainerd
 }
@@ -134,9 +134,9 @@ func newContainerdEnv(t *testing.T, installed bool) *containerdEnv {
 	e.sd = systemdtest.Start(t, map[string]systemdtest.Unit{ContainerdUnit: {
 		LoadState: "loaded", ActiveState: "inactive", SubState: "dead", UnitFileState: "enabled",
 	}})
-	e.mgr = &prepManager{installed: map[string]string{}, available: map[string]string{
-		"containerd": "1.6.20~ds1-1+b1", "runc": "1.1.5+ds1-1+deb12u1",
-	}}
+	e.mgr = newMemManager(t, map[string][]string{
+		"containerd": {"1.6.20~ds1-1+b1"}, "runc": {"1.1.5+ds1-1+deb12u1"},
+	})
 	if installed {
 		e.mgr.installed["containerd"] = "1.6.20~ds1-1+b1"
 		e.mgr.installed["runc"] = "1.1.5+ds1-1+deb12u1"
@@ -174,7 +174,7 @@ func TestContainerdApply(t *testing.T) {
 
 	res = prepRun(t, "Apply", c.Apply, &e.Env)
 	prepGolden(t, res.Diff)
-	if got, want := e.mgr.Calls(), []string{"refresh", "install containerd= runc="}; !slices.Equal(got, want) {
+	if got, want := e.mgr.Calls(), []string{"refresh 1h0m0s", "install containerd=", "install runc="}; !slices.Equal(got, want) {
 		t.Errorf("package manager calls = %q, want %q", got, want)
 	}
 	if got, want := e.sd.Calls(), []string{"StartUnit containerd.service"}; !slices.Equal(got, want) {
@@ -186,7 +186,7 @@ func TestContainerdApply(t *testing.T) {
 		t.Errorf("no verification in the log: %q", e.stream(agentv1.LogLine_STREAM_INFO))
 	}
 
-	ran := len(e.runner.Calls())
+	ran, managed := len(e.runner.Calls()), len(e.mgr.Calls())
 	for _, run := range []func(context.Context, *Env) (Result, error){c.Check, c.Apply} {
 		if res := prepRun(t, "second run", run, &e.Env); res.Changed || res.Diff != "" {
 			t.Errorf("second run = %+v, want unchanged", res)
@@ -196,7 +196,7 @@ func TestContainerdApply(t *testing.T) {
 	if got := e.runner.Calls()[ran:]; len(got) != 0 {
 		t.Errorf("second runs ran %q", got)
 	}
-	if len(e.mgr.Calls()) != 2 || len(e.sd.Calls()) != 1 {
+	if len(e.mgr.Calls()) != managed || len(e.sd.Calls()) != 1 {
 		t.Errorf("second runs made calls: %q %q", e.mgr.Calls(), e.sd.Calls())
 	}
 
@@ -215,7 +215,7 @@ func TestContainerdApply(t *testing.T) {
 
 func TestContainerdCheckWithoutVersion(t *testing.T) {
 	e := newContainerdEnv(t, false)
-	e.mgr.available = map[string]string{} // no package index yet
+	e.mgr.offered = map[string][]string{} // no package index yet
 	c := newContainerd(t, containerdSpec())
 	res := prepRun(t, "Check", c.Check, &e.Env)
 	if !strings.Contains(res.Diff, "config version unknown until containerd is installed") || !strings.Contains(res.Diff, "+version = 2") {

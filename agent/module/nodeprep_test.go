@@ -3,7 +3,6 @@ package module
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,16 +10,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 
-	"github.com/kthw/kthw/distro/pkg"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
-// Test helpers of the node-prep modules: a recording command runner, a fake
-// package manager and golden files.
+// Test helpers of the node-prep modules: a recording command runner and
+// golden files.
 
 func init() {
 	// -update rewrites golden files. Defined here unless another test file
@@ -81,86 +78,6 @@ func (r *prepRunner) Calls() []string {
 	defer r.mu.Unlock()
 	return slices.Clone(r.calls)
 }
-
-// prepManager is a pkg.Manager over an in-memory set of packages.
-type prepManager struct {
-	mu        sync.Mutex
-	installed map[string]string
-	available map[string]string // newest version offered
-	calls     []string
-}
-
-var _ pkg.Manager = (*prepManager)(nil)
-
-func (m *prepManager) record(s string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.calls = append(m.calls, s)
-}
-
-func (m *prepManager) Calls() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.calls)
-}
-
-func (m *prepManager) Name() string { return "fake" }
-
-func (m *prepManager) Refresh(ctx context.Context, maxAge time.Duration) (bool, error) {
-	m.record("refresh")
-	return true, nil
-}
-
-func (m *prepManager) Installed(ctx context.Context, names []string) (map[string]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[string]string{}
-	for _, n := range names {
-		if v, ok := m.installed[n]; ok {
-			out[n] = v
-		}
-	}
-	return out, nil
-}
-
-func (m *prepManager) Resolve(ctx context.Context, name, want string) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.available[name]
-	if !ok || (want != "" && !strings.HasPrefix(v, want)) {
-		return "", fmt.Errorf("resolve %s %s: %w", name, want, pkg.ErrNotFound)
-	}
-	return v, nil
-}
-
-func (m *prepManager) Install(ctx context.Context, pkgs []pkg.Package) error {
-	var names []string
-	for _, p := range pkgs {
-		names = append(names, p.Name+"="+p.Version)
-	}
-	m.record("install " + strings.Join(names, " "))
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, p := range pkgs {
-		v, ok := m.available[p.Name]
-		if !ok {
-			return fmt.Errorf("install %s: %w", p.Name, pkg.ErrNotFound)
-		}
-		if p.Version != "" {
-			v = p.Version
-		}
-		m.installed[p.Name] = v
-	}
-	return nil
-}
-
-func (m *prepManager) Remove(ctx context.Context, names []string) error { return nil }
-func (m *prepManager) Held(ctx context.Context, names []string) (map[string]bool, error) {
-	return nil, nil
-}
-func (m *prepManager) Hold(ctx context.Context, names []string, hold bool) error { return nil }
-func (m *prepManager) RepoFiles(repo pkg.Repo) ([]pkg.File, error)               { return nil, nil }
-func (m *prepManager) RepoPaths(name string) []string                            { return nil }
 
 // readFile returns a file under the recorder's root.
 func (r *recorder) readFile(t *testing.T, path string) string {
