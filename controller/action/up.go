@@ -96,18 +96,6 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs
 	rep := NodeReport{Name: spec.Name, Role: spec.Role}
 	st := o.Workspace.State
 	began := time.Now()
-	step := func(name string, fn func() (string, error)) error {
-		t := time.Now()
-		o.emit(spec.Name, name, progress.Started, "", 0)
-		msg, err := fn()
-		if err != nil {
-			o.emit(spec.Name, name, progress.Failed, err.Error(), time.Since(t))
-			st.AppendJournal(context.WithoutCancel(ctx), state.JournalEntry{Node: spec.Name, Step: name, Status: state.StepFailed, Message: err.Error()})
-			return err
-		}
-		o.emit(spec.Name, name, progress.Done, msg, time.Since(t))
-		return nil
-	}
 
 	if o.DryRun {
 		n, err := o.Provider.Observe(ctx, spec)
@@ -139,7 +127,7 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs
 		return rep, err
 	}
 
-	if err := step("provision", func() (string, error) {
+	if err := o.nodeStep(ctx, spec.Name, "provision", func() (string, error) {
 		n, err := o.Provider.Ensure(ctx, spec)
 		if err != nil {
 			return "", err
@@ -163,22 +151,8 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs
 // phases.
 func connectAndRun(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs *phase.Outputs, rep NodeReport, began time.Time) (NodeReport, error) {
 	st := o.Workspace.State
-	step := func(name string, fn func() (string, error)) error {
-		t := time.Now()
-		o.emit(spec.Name, name, progress.Started, "", 0)
-		msg, err := fn()
-		if err != nil {
-			o.emit(spec.Name, name, progress.Failed, err.Error(), time.Since(t))
-			if !o.DryRun {
-				st.AppendJournal(context.WithoutCancel(ctx), state.JournalEntry{Node: spec.Name, Step: name, Status: state.StepFailed, Message: err.Error()})
-			}
-			return err
-		}
-		o.emit(spec.Name, name, progress.Done, msg, time.Since(t))
-		return nil
-	}
 	var conn *node.Conn
-	if err := step("agent", func() (string, error) {
+	if err := o.nodeStep(ctx, spec.Name, "agent", func() (string, error) {
 		t, opts, err := o.nodeOptions(rep.Provider)
 		if err != nil {
 			return "", err
@@ -207,7 +181,7 @@ func connectAndRun(ctx context.Context, o ClusterOptions, spec config.NodeSpec, 
 	defer conn.Close()
 
 	var facts *agentv1.FactsResponse
-	if err := step("facts", func() (string, error) {
+	if err := o.nodeStep(ctx, spec.Name, "facts", func() (string, error) {
 		f, err := conn.Agent.Facts(ctx, &agentv1.FactsRequest{})
 		if err != nil {
 			return "", fmt.Errorf("facts: %w", err)
@@ -235,6 +209,24 @@ func connectAndRun(ctx context.Context, o ClusterOptions, spec config.NodeSpec, 
 	rep.Took = time.Since(began)
 	o.emit(spec.Name, "ready", progress.Done, "", rep.Took)
 	return rep, nil
+}
+
+// nodeStep runs one of a node's own steps (provision, agent, facts)
+// between its progress events; a failure is also journaled unless this is
+// a dry run. fn returns the message of the done event.
+func (o *ClusterOptions) nodeStep(ctx context.Context, nodeName, step string, fn func() (string, error)) error {
+	t := time.Now()
+	o.emit(nodeName, step, progress.Started, "", 0)
+	msg, err := fn()
+	if err != nil {
+		o.emit(nodeName, step, progress.Failed, err.Error(), time.Since(t))
+		if !o.DryRun {
+			o.Workspace.State.AppendJournal(context.WithoutCancel(ctx), state.JournalEntry{Node: nodeName, Step: step, Status: state.StepFailed, Message: err.Error()})
+		}
+		return err
+	}
+	o.emit(nodeName, step, progress.Done, msg, time.Since(t))
+	return nil
 }
 
 func factsView(f *agentv1.FactsResponse) *FactsView {
