@@ -530,7 +530,7 @@ func TestCreateTemplateFromImage(t *testing.T) {
 	}
 	st, _ := sim.VM(9001)
 	if st.Config["scsi0"] != "local-lvm:vm-9001-disk-0,discard=on,size=2G" || st.Config["ide2"] != "local-lvm:vm-9001-cloudinit,media=cdrom" ||
-		!strings.HasPrefix(st.Config["net0"], "virtio=BC:24:11:") || st.Config["smbios1"] == "" || st.Lock != "" {
+		!strings.HasPrefix(st.Config["net0"], "virtio=BC:24:11:") || st.Config["smbios1"] == "" || len(st.Config["vmgenid"]) != 36 || st.Lock != "" {
 		t.Errorf("created = %v", st.Config)
 	}
 	vm, err := node.VirtualMachine(ctx, 9001)
@@ -558,6 +558,14 @@ func TestCreateTemplateFromImage(t *testing.T) {
 	}
 	if _, ok := sim.VM(9002); ok {
 		t.Errorf("failed create left a VM")
+	}
+	// sshkeys are checked before the task, as for an update
+	if _, err := node.NewVirtualMachine(ctx, 9003, proxmox.VirtualMachineOption{Name: "sshkeys", Value: proxmox.EncodeSSHKeys("ssh-rsa nonsense")}); err == nil ||
+		err.Error() != "500 SSH public key validation error" {
+		t.Errorf("create with a bad key: %v", err)
+	}
+	if _, ok := sim.VM(9003); ok {
+		t.Errorf("create with a bad key left a VM")
 	}
 }
 

@@ -137,26 +137,11 @@ func (s *Server) updateConfig(sync bool) func(*request) (any, error) {
 		if len(errs) > 0 {
 			return nil, paramErr(errs)
 		}
-		if raw, ok := params["sshkeys"]; ok {
-			dec, err := url.PathUnescape(raw)
-			if err != nil || !validateSSHKeys(dec) {
-				return nil, die("SSH public key validation error")
-			}
+		if err := s.prepareConfigParams(params); err != nil {
+			return nil, err
 		}
 		if len(params) == 0 && len(dels) == 0 && req.str("revert") == "" {
 			return nil, die("no options specified")
-		}
-		for k, val := range params {
-			if strings.HasPrefix(k, "net") {
-				n, _ := parseNet(val)
-				if n.mac == "" {
-					n.mac = randomMAC(s.cfg.MACPrefix)
-				}
-				params[k] = n.String()
-			}
-			if k == "vmgenid" && val == "1" {
-				params[k] = randomUUID()
-			}
 		}
 		digest, skiplock := req.str("digest"), req.boolean("skiplock")
 		early := func() (*vm, error) {
@@ -235,6 +220,32 @@ func (s *Server) updateConfig(sync bool) func(*request) (any, error) {
 		}
 		return upid, nil
 	}
+}
+
+// prepareConfigParams checks and completes the config options of a create
+// or update as qemu-server does before it takes the VM's lock: sshkeys must
+// be valid public keys, a NIC without a MAC gets a generated one and
+// vmgenid=1 a new UUID.
+func (s *Server) prepareConfigParams(params map[string]string) error {
+	if raw, ok := params["sshkeys"]; ok {
+		dec, err := url.PathUnescape(raw)
+		if err != nil || !validateSSHKeys(dec) {
+			return die("SSH public key validation error")
+		}
+	}
+	for k, val := range params {
+		if strings.HasPrefix(k, "net") {
+			n, _ := parseNet(val)
+			if n.mac == "" {
+				n.mac = randomMAC(s.cfg.MACPrefix)
+			}
+			params[k] = n.String()
+		}
+		if k == "vmgenid" && val == "1" {
+			params[k] = randomUUID()
+		}
+	}
+	return nil
 }
 
 func firstSet(vals ...string) string {

@@ -2,7 +2,6 @@ package pvesim
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -39,20 +38,8 @@ func (s *Server) createVM(req *request) (any, error) {
 			params[k] = v
 		}
 	}
-	if raw, ok := params["sshkeys"]; ok {
-		dec, err := url.PathUnescape(raw)
-		if err != nil || !validateSSHKeys(dec) {
-			return nil, die("SSH public key validation error")
-		}
-	}
-	for k, val := range params {
-		if strings.HasPrefix(k, "net") {
-			n, _ := parseNet(val)
-			if n.mac == "" {
-				n.mac = randomMAC(s.cfg.MACPrefix)
-			}
-			params[k] = n.String()
-		}
+	if err := s.prepareConfigParams(params); err != nil {
+		return nil, err
 	}
 	pool := req.str("pool")
 	start := req.boolean("start")
@@ -135,7 +122,7 @@ func (s *Server) createVM(req *request) (any, error) {
 		if conf["smbios1"] == "" {
 			conf["smbios1"] = "uuid=" + randomUUID()
 		}
-		if g := conf["vmgenid"]; g == "" || g == "1" {
+		if conf["vmgenid"] == "" {
 			conf["vmgenid"] = randomUUID()
 		}
 		conf["meta"] = fmt.Sprintf("creation-qemu=9.0.2,ctime=%d", time.Now().Unix())
