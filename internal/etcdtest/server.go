@@ -30,14 +30,16 @@ type Member struct {
 	DataDir string
 	PKI     *PKI
 	etcd    *embed.Etcd
+	// tmp is the temporary directory StartMember made for DataDir; Stop removes it.
+	tmp string
 }
 
 // Options configure Start.
 type Options struct {
 	// Name of the member; default "node-1".
 	Name string
-	// DataDir to use; default a new temporary directory. A restored data
-	// directory starts the member from it.
+	// DataDir to use; default a new temporary directory, removed by Stop. A
+	// restored data directory starts the member from it.
 	DataDir string
 	// PeerURL to advertise; default a free loopback port. A member started
 	// on a restored data directory should use the peer URL it was
@@ -62,16 +64,21 @@ func Start(t testing.TB, p *PKI, o Options) *Member {
 
 // StartMember is Start for programs that are not tests; the caller stops
 // the member.
-func StartMember(p *PKI, o Options) (*Member, error) {
+func StartMember(p *PKI, o Options) (_ *Member, err error) {
 	if o.Name == "" {
 		o.Name = "node-1"
 	}
+	tmp := ""
 	if o.DataDir == "" {
-		d, err := os.MkdirTemp("", "etcdtest-")
-		if err != nil {
+		if tmp, err = os.MkdirTemp("", "etcdtest-"); err != nil {
 			return nil, err
 		}
-		o.DataDir = filepath.Join(d, "data")
+		defer func() {
+			if err != nil {
+				os.RemoveAll(tmp)
+			}
+		}()
+		o.DataDir = filepath.Join(tmp, "data")
 	}
 	cport, err := FreePort()
 	if err != nil {
@@ -122,14 +129,19 @@ func StartMember(p *PKI, o Options) (*Member, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd not ready within 60s")
 	}
-	return &Member{Name: o.Name, ClientURL: curl.String(), PeerURL: o.PeerURL, DataDir: o.DataDir, PKI: p, etcd: e}, nil
+	return &Member{Name: o.Name, ClientURL: curl.String(), PeerURL: o.PeerURL, DataDir: o.DataDir, PKI: p, etcd: e, tmp: tmp}, nil
 }
 
-// Stop stops the member; it is safe to call twice.
+// Stop stops the member and removes the data directory StartMember made
+// (one given in Options stays); it is safe to call twice.
 func (m *Member) Stop() {
 	if m.etcd != nil {
 		m.etcd.Close()
 		m.etcd = nil
+	}
+	if m.tmp != "" {
+		os.RemoveAll(m.tmp)
+		m.tmp = ""
 	}
 }
 
