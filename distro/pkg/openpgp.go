@@ -51,7 +51,10 @@ func parseArmoredKeys(armored []byte) ([]pgpKey, error) {
 		if tag != 6 { // public key; subkeys (14), user ids, signatures follow
 			continue
 		}
-		if len(body) < 6 || body[0] != 4 {
+		if len(body) < 6 {
+			return nil, errors.New("parse OpenPGP key: truncated public key packet")
+		}
+		if body[0] != 4 {
 			return nil, fmt.Errorf("parse OpenPGP key: version %d keys are not supported (want 4)", body[0])
 		}
 		h := sha1.New()

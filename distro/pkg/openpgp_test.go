@@ -33,6 +33,11 @@ func TestParseArmoredKeysInvalid(t *testing.T) {
 		"bad base64":  {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n-----END PGP PUBLIC KEY BLOCK-----\n", "armor"},
 		"truncated":   {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQENBGkZ\n-----END PGP PUBLIC KEY BLOCK-----\n", "truncated"},
 		"empty armor": {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----\n", "holds no public key"},
+		// A public key packet (new format, tag 6) with an empty body, and
+		// one with a version but no creation time.
+		"empty key packet": {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxgA=\n-----END PGP PUBLIC KEY BLOCK-----\n", "truncated public key packet"},
+		"short key packet": {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxgIEAA==\n-----END PGP PUBLIC KEY BLOCK-----\n", "truncated public key packet"},
+		"version 3 key":    {"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxgYDAAAAAAA=\n-----END PGP PUBLIC KEY BLOCK-----\n", "version 3 keys are not supported"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
