@@ -246,10 +246,7 @@ func (o *cliOptions) config(stderr io.Writer) (Config, string, error) {
 		cfg.Nodes = append(cfg.Nodes, NodeSpec{Name: name, IP: ip})
 	}
 	if len(o.sharedStore) > 0 {
-		cfg.Storages = []StorageSpec{
-			{Name: "local", Type: "dir", Content: "iso,vztmpl,backup,import,snippets"},
-			{Name: "local-lvm", Type: "lvmthin", Content: "images,rootdir"},
-		}
+		cfg.Storages = DefaultStorages()
 		for _, s := range o.sharedStore {
 			name, typ, _ := strings.Cut(s, "=")
 			if typ == "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -116,6 +117,7 @@ func TestCommandFlagErrors(t *testing.T) {
 type testExtension struct {
 	flag       string
 	configured bool
+	cfg        pvesim.Config // as the flags made it
 	closed     chan struct{}
 }
 
@@ -125,6 +127,7 @@ func (e *testExtension) AddFlags(cmd *cobra.Command) {
 
 func (e *testExtension) Configure(_ context.Context, cfg *pvesim.Config, _ io.Writer) (func(context.Context) error, error) {
 	e.configured = cfg.Logger != nil
+	e.cfg = *cfg
 	cfg.Backend = filesBackend{files: map[string]string{"/flag": e.flag}}
 	return func(context.Context) error { close(e.closed); return nil }, nil
 }
@@ -138,7 +141,7 @@ func TestCommandExtension(t *testing.T) {
 	cmd := pvesim.Command("test", &out, io.Discard, ext)
 	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--no-tls", "--token", "root@pam!ci=s3cret",
 		"--template", "9000:kthw-debian-12", "--task-duration", "5ms", "--agent-delay", "0s", "--log-level", "error",
-		"--test-ext", "hello"})
+		"--shared-storage", "ceph", "--test-ext", "hello"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -146,6 +149,9 @@ func TestCommandExtension(t *testing.T) {
 	waitFor(t, "listening", func() bool { return re.MatchString(out.String()) })
 	if ext.flag != "hello" || !ext.configured {
 		t.Fatalf("extension flag %q configured %v", ext.flag, ext.configured)
+	}
+	if want := append(pvesim.DefaultStorages(), pvesim.StorageSpec{Name: "ceph", Type: "rbd", Content: "images,rootdir", Shared: true}); !reflect.DeepEqual(ext.cfg.Storages, want) {
+		t.Errorf("--shared-storage ceph: storages %+v, want %+v", ext.cfg.Storages, want)
 	}
 	c := proxmox.NewClient(re.FindStringSubmatch(out.String())[1], proxmox.WithAPIToken("root@pam!ci", "s3cret"), proxmox.WithTimeout(5*time.Second))
 	cctx := ctxT(t)

@@ -25,8 +25,7 @@ type Config struct {
 	PVEVersion string
 	// Nodes of the cluster; default one node "pve1".
 	Nodes []NodeSpec
-	// Storages; default "local" (dir: iso,vztmpl,backup,import,snippets)
-	// and "local-lvm" (lvmthin: images,rootdir) on every node.
+	// Storages; default DefaultStorages.
 	Storages []StorageSpec
 	// Pools that exist (clone's pool parameter must name one).
 	Pools []string
@@ -84,6 +83,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Faults are the initial fault knobs (see Server.SetFaults).
 	Faults Faults
+}
+
+// DefaultStorages are the storages of a Config without any: "local" (dir:
+// iso,vztmpl,backup,import,snippets) and "local-lvm" (lvmthin:
+// images,rootdir) on every node, as a fresh Proxmox VE install has.
+func DefaultStorages() []StorageSpec {
+	return []StorageSpec{
+		{Name: "local", Type: "dir", Content: "iso,vztmpl,backup,import,snippets"},
+		{Name: "local-lvm", Type: "lvmthin", Content: "images,rootdir"},
+	}
 }
 
 // NodeSpec is a cluster node.

@@ -115,10 +115,7 @@ func (s *Server) init(cfg Config) error {
 		cfg.Nodes = []NodeSpec{{Name: "pve1"}}
 	}
 	if len(cfg.Storages) == 0 {
-		cfg.Storages = []StorageSpec{
-			{Name: "local", Type: "dir", Content: "iso,vztmpl,backup,import,snippets"},
-			{Name: "local-lvm", Type: "lvmthin", Content: "images,rootdir"},
-		}
+		cfg.Storages = DefaultStorages()
 	}
 	s.backend = cfg.Backend
 	if s.backend == nil {
