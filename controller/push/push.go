@@ -25,14 +25,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/google/renameio/v2"
 	"io"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/kthw/kthw/controller/sshx"
@@ -211,9 +212,9 @@ func ExecCommand(user, remotePath string, args ...string) string {
 }
 
 // execScript: $1 is the agent's path, the rest its arguments.
-const execScript = `if [ -f "$1" ] && [ ! -L "$1" ]; then exec "$@"; fi
+var execScript = `if [ -f "$1" ] && [ ! -L "$1" ]; then exec "$@"; fi
 echo "kthw-agent: no agent installed at $1" >&2
-exit 87`
+exit ` + strconv.Itoa(ExitNotInstalled)
 
 // exitMismatch is the upload script's exit status for a sha256 mismatch.
 const exitMismatch = 86
@@ -230,7 +231,7 @@ echo; echo "$3 absent"`
 // uploadScript streams stdin into a temporary file next to the target, checks its sha256,
 // and renames it into place; on any failure the temporary file is removed. Arguments: dir
 // sha marker random.
-const uploadScript = `set -eu
+var uploadScript = `set -eu
 umask 077
 d=$1 h=$2 m=$3
 t="$d/$h/.` + BinaryName + `.part.$4"
@@ -246,7 +247,7 @@ s=${s%% *}
 if [ "$s" != "$h" ]; then
 	n=$(wc -c < "$t")
 	echo; echo "$m mismatch $s $n"
-	exit 86
+	exit ` + strconv.Itoa(exitMismatch) + `
 fi
 chmod 0700 "$t"
 sync "$t" 2>/dev/null || sync

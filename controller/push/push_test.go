@@ -333,3 +333,39 @@ func TestPushBadInput(t *testing.T) {
 		t.Errorf("missing binary: %v", err)
 	}
 }
+
+// ExecCommand runs the agent installed at its path, through sudo for other users, and exits
+// with ExitNotInstalled (what controller/node uploads on) when no regular file is there.
+func TestExecCommand(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"root", sshdtest.UserSudo} {
+		t.Run(user, func(t *testing.T) {
+			e := newEnv(t, user)
+			ctx := context.Background()
+			p := push.Pusher{Dir: remoteDir(t)}
+			res, err := p.Upload(ctx, e.c, e.user, self)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := sshx.Run(ctx, e.c, push.ExecCommand(e.user, res.RemotePath, "-test.list", "^TestExecCommand$"), nil)
+			if err != nil || string(out) != "TestExecCommand\n" {
+				t.Fatalf("run installed agent = %q, %v", out, err)
+			}
+
+			link := filepath.Join(filepath.Dir(res.RemotePath), "link")
+			if err := os.Symlink(res.RemotePath, link); err != nil {
+				t.Fatal(err)
+			}
+			for _, missing := range []string{filepath.Join(p.Dir, "0000", push.BinaryName), filepath.Dir(res.RemotePath), link} {
+				_, err = sshx.Run(ctx, e.c, push.ExecCommand(e.user, missing, "-test.list", "."), nil)
+				var re *sshx.RemoteError
+				if !errors.As(err, &re) || re.ExitCode != push.ExitNotInstalled || !strings.Contains(re.Stderr, "no agent installed at "+missing) {
+					t.Errorf("%s: err = %v, want exit status %d saying no agent is installed", missing, err, push.ExitNotInstalled)
+				}
+			}
+		})
+	}
+}
