@@ -103,7 +103,7 @@ func (f *Firewall) run(ctx context.Context, env *Env, apply bool) (Result, error
 	if tool == "" {
 		return Result{SkippedReason: why}, nil
 	}
-	open, err := openPorts(ctx, env, tool)
+	open, saved, err := openPorts(ctx, env, tool)
 	if err != nil {
 		return Result{}, err
 	}
@@ -133,6 +133,9 @@ func (f *Firewall) run(ctx context.Context, env *Env, apply bool) (Result, error
 				argv = append(argv, "comment", p.comment)
 			}
 		case ToolFirewalld:
+			if slices.Contains(saved, p.port+"/"+p.proto) {
+				continue // saved, not yet loaded: the reload below opens it
+			}
 			argv = []string{"firewall-cmd", "--permanent", "--add-port=" + p.port + "/" + p.proto}
 		}
 		if _, err := r.Run(ctx, argv, nil, nil); err != nil {
@@ -199,29 +202,44 @@ func firewallActive(ctx context.Context, env *Env, tool string) (bool, error) {
 	}
 }
 
-// openPorts lists the open ports as "port/proto" ("30000-32767/tcp").
-func openPorts(ctx context.Context, env *Env, tool string) ([]string, error) {
+// openPorts lists the ports that are open, as "port/proto"
+// ("30000-32767/tcp"), and those saved to stay open. ufw opens a port and
+// saves it in one step. firewalld's ports are added to its permanent
+// configuration and opened by its reload: a port counts as open only when
+// it is in both, so a run that stopped between the two is finished by the
+// next one.
+func openPorts(ctx context.Context, env *Env, tool string) (open, saved []string, err error) {
 	r := env.cmdRunner()
-	var out []string
 	switch tool {
 	case ToolUFW:
 		b, err := r.Run(ctx, []string{"ufw", "show", "added"}, nil, nil)
 		if err != nil {
-			return nil, fmt.Errorf("ufw show added: %w", err)
+			return nil, nil, fmt.Errorf("ufw show added: %w", err)
 		}
 		// "ufw allow 6443/tcp comment 'kube-apiserver'"
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
 			if len(f) >= 3 && f[0] == "ufw" && f[1] == "allow" {
-				out = append(out, strings.Replace(f[2], ":", "-", 1))
+				open = append(open, strings.Replace(f[2], ":", "-", 1))
 			}
 		}
+		return open, open, nil
 	case ToolFirewalld:
 		b, err := r.Run(ctx, []string{"firewall-cmd", "--permanent", "--list-ports"}, nil, nil)
 		if err != nil {
-			return nil, fmt.Errorf("firewall-cmd --list-ports: %w", err)
+			return nil, nil, fmt.Errorf("firewall-cmd --permanent --list-ports: %w", err)
 		}
-		out = strings.Fields(string(b))
+		saved = strings.Fields(string(b))
+		b, err = r.Run(ctx, []string{"firewall-cmd", "--list-ports"}, nil, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("firewall-cmd --list-ports: %w", err)
+		}
+		for _, p := range strings.Fields(string(b)) {
+			if slices.Contains(saved, p) {
+				open = append(open, p)
+			}
+		}
+		return open, saved, nil
 	}
-	return out, nil
+	return nil, nil, fmt.Errorf("list open ports: unknown firewall tool %q", tool)
 }

@@ -62,27 +62,47 @@ func TestFirewallUFW(t *testing.T) {
 func TestFirewallFirewalld(t *testing.T) {
 	env := newRecorder(t, "")
 	env.write(t, "/usr/bin/firewall-cmd", "", 0o755)
-	ports := []string{"22/tcp"}
+	// permanent is firewalld's saved configuration, running what --reload
+	// loaded from it.
+	permanent, running := []string{"22/tcp"}, []string{"22/tcp"}
 	r := &prepRunner{handle: func(argv []string) ([]byte, error) {
 		switch {
 		case argv[1] == "--state":
 			return []byte("running\n"), nil
+		case argv[1] == "--list-ports":
+			return []byte(strings.Join(running, " ") + "\n"), nil
+		case argv[1] == "--reload":
+			running = slices.Clone(permanent)
 		case argv[1] == "--permanent" && argv[2] == "--list-ports":
-			return []byte(strings.Join(ports, " ") + "\n"), nil
+			return []byte(strings.Join(permanent, " ") + "\n"), nil
 		case argv[1] == "--permanent":
-			ports = append(ports, strings.TrimPrefix(argv[2], "--add-port="))
+			permanent = append(permanent, strings.TrimPrefix(argv[2], "--add-port="))
 		}
 		return nil, nil
 	}}
 	env.Runner = r
 	f, _ := NewFirewall(fwModule("firewalld"))
 	prepRun(t, "Apply", f.Apply, &env.Env)
-	if !slices.Contains(r.Calls(), "firewall-cmd --reload") || !slices.Contains(ports, "30000-32767/tcp") {
-		t.Fatalf("calls %q, ports %q", r.Calls(), ports)
+	if !slices.Contains(r.Calls(), "firewall-cmd --reload") || !slices.Contains(running, "30000-32767/tcp") {
+		t.Fatalf("calls %q, running ports %q", r.Calls(), running)
 	}
 	n := len(r.Calls())
 	if res := prepRun(t, "second", f.Apply, &env.Env); res.Changed || slices.Contains(r.Calls()[n:], "firewall-cmd --reload") {
 		t.Fatalf("second run = %+v, calls %q", res, r.Calls()[n:])
+	}
+
+	// A run that stopped after saving a port but before the reload: the
+	// port is not open yet, and the next run reloads without adding it again.
+	running = []string{"22/tcp", "6443/tcp", "30000-32767/tcp"}
+	res := prepRun(t, "Check after an interrupted run", f.Check, &env.Env)
+	if !res.Changed || res.Diff != "firewalld: open 4789/udp (Calico VXLAN)\n" {
+		t.Fatalf("Check = %+v", res)
+	}
+	n = len(r.Calls())
+	prepRun(t, "Apply after an interrupted run", f.Apply, &env.Env)
+	if got := r.Calls()[n:]; slices.ContainsFunc(got, func(c string) bool { return strings.Contains(c, "--add-port") }) ||
+		!slices.Contains(got, "firewall-cmd --reload") || !slices.Contains(running, "4789/udp") {
+		t.Fatalf("calls %q, running ports %q", got, running)
 	}
 }
 
