@@ -205,19 +205,11 @@ func (a *aptBackend) Install(ctx context.Context, pkgs []Package) error {
 		"--allow-downgrades", "--allow-change-held-packages",
 		"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
 		"-o", "DPkg::Lock::Timeout=" + aptLockTimeout, "--"}
-	for _, p := range pkgs {
-		if err := checkName(p.Name); err != nil {
-			return err
-		}
-		if err := checkVersion(p.Name, p.Version); err != nil {
-			return err
-		}
-		arg := p.Name
-		if p.Version != "" {
-			arg += "=" + p.Version
-		}
-		argv = append(argv, arg)
+	specs, err := pkgSpecs(pkgs, "=")
+	if err != nil {
+		return err
 	}
+	argv = append(argv, specs...)
 	return withUnlocked(ctx, a, names(pkgs), func() error {
 		if _, err := a.run(ctx, argv...); err != nil {
 			return fmt.Errorf("install %s: %w", pkgList(pkgs), err)

@@ -60,10 +60,6 @@ func (d *dnfBackend) Refresh(ctx context.Context, maxAge time.Duration) (bool, e
 // MarkStale removes the refresh stamp.
 func (d *dnfBackend) MarkStale() error { return d.stamp().remove() }
 
-func (d *dnfBackend) Installed(ctx context.Context, names []string) (map[string]string, error) {
-	return d.installed(ctx, names)
-}
-
 // Resolve lists the versions the repositories offer with dnf repoquery and
 // a tab-separated query format (dnf list pads and wraps its columns for a
 // terminal, so it is not read here). The versionlock plugin is disabled for
@@ -104,20 +100,11 @@ func (d *dnfBackend) Install(ctx context.Context, pkgs []Package) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	argv := d.dnf("install", "--")
-	for _, p := range pkgs {
-		if err := checkName(p.Name); err != nil {
-			return err
-		}
-		if err := checkVersion(p.Name, p.Version); err != nil {
-			return err
-		}
-		spec := p.Name
-		if p.Version != "" {
-			spec += "-" + p.Version
-		}
-		argv = append(argv, spec)
+	specs, err := pkgSpecs(pkgs, "-")
+	if err != nil {
+		return err
 	}
+	argv := d.dnf(append([]string{"install", "--"}, specs...)...)
 	return withUnlocked(ctx, d, names(pkgs), func() error {
 		if _, err := d.run(ctx, argv); err != nil {
 			if strings.Contains(exitStderr(err), "Unable to find a match") {

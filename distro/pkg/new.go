@@ -207,6 +207,26 @@ func checkNames(names []string) error {
 	return nil
 }
 
+// pkgSpecs checks pkgs and renders each as its name, or as name, sep and
+// version when it is pinned ("kubelet=1.31.2-1.1" for apt and zypper,
+// "kubelet-1.31.2-1.1" for dnf).
+func pkgSpecs(pkgs []Package, sep string) ([]string, error) {
+	out := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		if err := checkName(p.Name); err != nil {
+			return nil, err
+		}
+		if err := checkVersion(p.Name, p.Version); err != nil {
+			return nil, err
+		}
+		out[i] = p.Name
+		if p.Version != "" {
+			out[i] += sep + p.Version
+		}
+	}
+	return out, nil
+}
+
 func checkName(n string) error {
 	if n == "" || strings.HasPrefix(n, "-") || strings.ContainsAny(n, " \t\n=<>*?[]/\\'\"") {
 		return fmt.Errorf("package name %q is not valid", n)

@@ -14,8 +14,8 @@ import (
 // rpmKeyDir is where dnf and zypper repository keys are stored.
 const rpmKeyDir = "/etc/pki/rpm-gpg"
 
-// rpmTools is what the dnf and zypper backends share: rpm queries, key
-// import, refresh stamps and repository file rendering.
+// rpmTools is what the dnf and zypper backends share: rpm queries
+// (Installed), key import and repository file rendering.
 type rpmTools struct {
 	r    Runner
 	opts Options
@@ -30,10 +30,10 @@ func (t *rpmTools) rpm(args ...string) []string {
 	return append(argv, args...)
 }
 
-// installed asks rpm for the installed version ([epoch:]version-release) of
+// Installed asks rpm for the installed version ([epoch:]version-release) of
 // each name. rpm exits with the number of names it does not know and says
 // "package X is not installed" on stdout for each.
-func (t *rpmTools) installed(ctx context.Context, names []string) (map[string]string, error) {
+func (t *rpmTools) Installed(ctx context.Context, names []string) (map[string]string, error) {
 	if err := checkNames(names); err != nil {
 		return nil, err
 	}

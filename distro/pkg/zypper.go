@@ -77,10 +77,6 @@ func (z *zypperBackend) Refresh(ctx context.Context, maxAge time.Duration) (bool
 // MarkStale removes the refresh stamp.
 func (z *zypperBackend) MarkStale() error { return z.stamp().remove() }
 
-func (z *zypperBackend) Installed(ctx context.Context, names []string) (map[string]string, error) {
-	return z.installed(ctx, names)
-}
-
 // zypperSearch is zypper --xmlout search's result.
 type zypperSearch struct {
 	Solvables []struct {
@@ -137,20 +133,11 @@ func (z *zypperBackend) Install(ctx context.Context, pkgs []Package) error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	argv := z.zypper("install", "--oldpackage", "--auto-agree-with-licenses", "--")
-	for _, p := range pkgs {
-		if err := checkName(p.Name); err != nil {
-			return err
-		}
-		if err := checkVersion(p.Name, p.Version); err != nil {
-			return err
-		}
-		spec := p.Name
-		if p.Version != "" {
-			spec += "=" + p.Version
-		}
-		argv = append(argv, spec)
+	specs, err := pkgSpecs(pkgs, "=")
+	if err != nil {
+		return err
 	}
+	argv := z.zypper(append([]string{"install", "--oldpackage", "--auto-agree-with-licenses", "--"}, specs...)...)
 	return withUnlocked(ctx, z, names(pkgs), func() error {
 		_, err := z.run(ctx, argv)
 		switch {
