@@ -159,9 +159,11 @@ func (p *Provider) waitRunning(ctx context.Context, c *pve.Client, r vmRef, star
 		if st.Status == pve.StatusVirtualMachineRunning {
 			return nil
 		}
-		t := pve.NewTask(start.UPID, c)
-		if err := t.Ping(ctx); err == nil && t.IsCompleted && !taskSucceeded(t.ExitStatus) {
-			return &TaskError{UPID: string(t.UPID), Type: t.Type, Exit: t.ExitStatus}
+		if start != nil { // nil: the start was answered synchronously
+			t := pve.NewTask(start.UPID, c)
+			if err := t.Ping(ctx); err == nil && t.IsCompleted && !taskSucceeded(t.ExitStatus) {
+				return &TaskError{UPID: string(t.UPID), Type: t.Type, Exit: t.ExitStatus}
+			}
 		}
 		if !p.w.clock.Now().Before(deadline) {
 			return fmt.Errorf("%s did not start within %s", r, p.cfg.TaskTimeout)

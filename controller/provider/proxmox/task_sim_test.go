@@ -82,3 +82,27 @@ func TestWaitTaskTimeoutOnFakeClock(t *testing.T) {
 		t.Fatalf("slept %s in all; want just past the 30s timeout", total)
 	}
 }
+
+// TestWaitRunningWithoutStartTask: a start answered without a task (go-proxmox
+// returns a nil task for an empty UPID) is waited for by the VM's status
+// alone.
+func TestWaitRunningWithoutStartTask(t *testing.T) {
+	ctx := context.Background()
+	sim := pvesim.Start(t)
+	c := simCluster(t, sim)
+	c.Provider.Proxmox.TaskTimeout = 300 * time.Millisecond
+	e := newSimProvider(t, c, sim, "")
+	cloneForTask(t, e, 101)
+	cl, err := e.p.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := vmRef{id: 101, node: "pve1"}
+	if err := e.p.waitRunning(ctx, cl, ref, nil); err == nil || !strings.Contains(err.Error(), "did not start within") {
+		t.Fatalf("a stopped VM: %v", err)
+	}
+	startTask(t, e, 101)
+	if err := e.p.waitRunning(ctx, cl, ref, nil); err != nil {
+		t.Fatalf("a started VM: %v", err)
+	}
+}
