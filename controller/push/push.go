@@ -328,7 +328,7 @@ func hashFile(name, stampFile string) (string, error) {
 	id := fileIdentity(name, fi)
 	if stampFile != "" && id != "" {
 		if b, err := os.ReadFile(stampFile); err == nil {
-			if sum, rest, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && rest == id && len(sum) == sha256.Size*2 {
+			if sum, rest, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && rest == id && isSHA256Hex(sum) {
 				hashCache.Store(key, sum)
 				return sum, nil
 			}
@@ -349,4 +349,18 @@ func hashFile(name, stampFile string) (string, error) {
 		_ = renameio.WriteFile(stampFile, []byte(sum+" "+id+"\n"), 0o600)
 	}
 	return sum, nil
+}
+
+// isSHA256Hex reports whether s is a sha256 in lower-case hex, the form Result.SHA256 and the
+// remote path use.
+func isSHA256Hex(s string) bool {
+	if len(s) != sha256.Size*2 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

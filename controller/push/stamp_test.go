@@ -75,4 +75,22 @@ func TestLocateHashStamp(t *testing.T) {
 	if got := locate(); got != want {
 		t.Fatalf("with a damaged stamp: %s", got)
 	}
+	// So is one whose identity matches but whose hash is not 64 lower-case hex digits: it
+	// would name another remote path.
+	b, err = os.ReadFile(stamp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, _ := strings.Cut(string(b), " ")
+	for _, bad := range []string{strings.Repeat("CD", 32), "../../../../../../../tmp/" + strings.Repeat("x", 39)} {
+		if len(bad) != 64 {
+			t.Fatalf("bad hash %q is %d long", bad, len(bad))
+		}
+		if err := os.WriteFile(stamp, []byte(bad+" "+id), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := locate(); got != want {
+			t.Fatalf("with stamp hash %q: %s", bad, got)
+		}
+	}
 }
