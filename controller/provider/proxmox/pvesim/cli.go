@@ -274,7 +274,13 @@ func (o *cliOptions) config(stderr io.Writer) (Config, string, error) {
 	}
 	for _, n := range o.offlineNodes {
 		name, code, _ := strings.Cut(n, "=")
-		c, _ := strconv.Atoi(code)
+		c, err := strconv.Atoi(code)
+		if code == "" {
+			c, err = 596, nil
+		}
+		if err != nil || (c != 595 && c != 596) {
+			return Config{}, "", fmt.Errorf("--fault-offline-node %q: want NAME, NAME=595 or NAME=596", n)
+		}
 		if f.OfflineNodes == nil {
 			f.OfflineNodes = map[string]int{}
 		}

@@ -104,6 +104,8 @@ func TestCommandFlagErrors(t *testing.T) {
 		{"--token", "nobang=x"},
 		{"--fault-task-warnings", "qmstart"},
 		{"--template", "9000:x,bogus"},
+		{"--fault-offline-node", "pve2=597"},
+		{"--fault-offline-node", "pve2=down"},
 	} {
 		cmd := pvesim.Command("test", io.Discard, io.Discard)
 		cmd.SetArgs(append([]string{"--listen", "127.0.0.1:0", "--no-tls"}, args...))
@@ -141,7 +143,7 @@ func TestCommandExtension(t *testing.T) {
 	cmd := pvesim.Command("test", &out, io.Discard, ext)
 	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--no-tls", "--token", "root@pam!ci=s3cret",
 		"--template", "9000:kthw-debian-12", "--task-duration", "5ms", "--agent-delay", "0s", "--log-level", "error",
-		"--shared-storage", "ceph", "--test-ext", "hello"})
+		"--shared-storage", "ceph", "--fault-offline-node", "pve2", "--fault-offline-node", "pve3=595", "--test-ext", "hello"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -152,6 +154,9 @@ func TestCommandExtension(t *testing.T) {
 	}
 	if want := append(pvesim.DefaultStorages(), pvesim.StorageSpec{Name: "ceph", Type: "rbd", Content: "images,rootdir", Shared: true}); !reflect.DeepEqual(ext.cfg.Storages, want) {
 		t.Errorf("--shared-storage ceph: storages %+v, want %+v", ext.cfg.Storages, want)
+	}
+	if got := ext.cfg.Faults.OfflineNodes; !reflect.DeepEqual(got, map[string]int{"pve2": 596, "pve3": 595}) {
+		t.Errorf("--fault-offline-node: %v", got)
 	}
 	c := proxmox.NewClient(re.FindStringSubmatch(out.String())[1], proxmox.WithAPIToken("root@pam!ci", "s3cret"), proxmox.WithTimeout(5*time.Second))
 	cctx := ctxT(t)
