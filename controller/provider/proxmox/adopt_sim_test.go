@@ -112,11 +112,19 @@ func TestRecordedVMIDOfSomeoneElse(t *testing.T) {
 	if n.ID == "200" {
 		t.Fatal("adopted someone else's VM")
 	}
+	// Destroying a node whose recorded VMID holds someone else's VM
+	// removes nothing and forgets the record.
+	if err := e.ids.SetProviderID(ctx, "worker-1", "200"); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.p.Destroy(ctx, "worker-1"); err != nil {
 		t.Fatal(err)
 	}
 	if vm, ok := sim.VM(200); !ok || vm.Config["name"] != "their-vm" {
 		t.Fatal("someone else's VM was touched")
+	}
+	if got := e.ids.get("worker-1"); got != "" {
+		t.Fatalf("worker-1 still recorded as %s", got)
 	}
 }
 
