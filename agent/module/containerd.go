@@ -44,10 +44,6 @@ const (
 // (re)start.
 const containerdVerifyTimeout = 60 * time.Second
 
-// packageIndexMaxAge is how old the package index may be before installing
-// containerd refreshes it.
-const packageIndexMaxAge = time.Hour
-
 // ErrCRINotLoaded marks a containerd whose CRI plugin is missing or failed
 // to initialize.
 var ErrCRINotLoaded = errors.New("containerd CRI plugin not loaded")
@@ -104,10 +100,12 @@ func NewContainerd(m *agentv1.ContainerdModule) (*Containerd, error) {
 		return nil, fmt.Errorf("%w: sandbox_image %q", ErrInvalid, c.sandboxImage)
 	}
 	for _, p := range m.GetPackages() {
-		if p.GetName() == "" || strings.ContainsAny(p.GetName()+p.GetVersion(), " \t\n=") {
-			return nil, fmt.Errorf("%w: package %q version %q", ErrInvalid, p.GetName(), p.GetVersion())
-		}
 		c.packages = append(c.packages, pkg.Package{Name: p.GetName(), Version: p.GetVersion()})
+	}
+	if len(c.packages) > 0 {
+		if err := checkPackages(c.packages); err != nil {
+			return nil, err
+		}
 	}
 	seen := map[string]bool{}
 	for _, mr := range c.mirrors {
@@ -235,84 +233,70 @@ func (c *Containerd) run(ctx context.Context, env *Env, apply bool) (res Result,
 }
 
 // ensurePackages installs the packages that are missing or at another
-// version. It returns whether it did (would), and the version of the
-// containerd package: the one installed, or the one the package manager
+// version, as the packages module does (refresh a stale index, resolve,
+// install, verify). It returns whether it did (would), and the version of
+// the containerd package: the one installed, or the one the package manager
 // installs (would install) when it is missing; "" when unknown.
 func (c *Containerd) ensurePackages(ctx context.Context, env *Env, apply bool, d *diffBuilder) (bool, string, error) {
 	if len(c.packages) == 0 {
 		return false, "", nil
 	}
-	if env.Packages == nil {
-		return false, "", errors.New("install containerd packages: this agent has no package manager backend")
-	}
-	mgr, err := env.Packages(ctx, "")
+	mgr, err := packageManager(ctx, env, "")
 	if err != nil {
 		return false, "", fmt.Errorf("install containerd packages: %w", err)
 	}
-	names := make([]string, len(c.packages))
-	for i, p := range c.packages {
-		names[i] = p.Name
-	}
-	installed, err := mgr.Installed(ctx, names)
+	pl, err := planInstall(ctx, mgr, c.packages, false)
 	if err != nil {
 		return false, "", fmt.Errorf("install containerd packages: %w", err)
 	}
-	var todo []pkg.Package
-	candidate := ""
-	refreshed := false
-	for _, p := range c.packages {
-		cur, ok := installed[p.Name]
-		want := p.Version
-		if ok && pkg.MatchVersion(cur, want) {
-			env.info(fmt.Sprintf("package %s %s is installed", p.Name, cur))
-			if candidate == "" && strings.HasPrefix(p.Name, "containerd") {
-				candidate = cur
-			}
+	var todo int
+	for _, s := range pl.steps {
+		if !s.install {
+			env.info(fmt.Sprintf("package %s %s is installed", s.name, s.current))
 			continue
 		}
-		if want != "" {
-			// "1.7.22" becomes the manager's own "1.7.22-1"; a fresh node
-			// needs its package index first.
-			if apply && !refreshed {
-				if _, err := mgr.Refresh(ctx, packageIndexMaxAge); err != nil {
-					return false, "", fmt.Errorf("install containerd packages: %w", err)
-				}
-				refreshed = true
-			}
-			exact, err := mgr.Resolve(ctx, p.Name, want)
+		todo++
+		if s.want != "" && !apply {
+			// "1.7.22" becomes the manager's own "1.7.22-1".
+			exact, err := mgr.Resolve(ctx, s.name, s.want)
 			if err != nil {
 				return false, "", fmt.Errorf("install containerd packages: %w", err)
 			}
-			want = exact
+			s.want = exact
 		}
-		if candidate == "" && strings.HasPrefix(p.Name, "containerd") {
-			candidate = want
-			if candidate == "" && !apply {
-				candidate, _ = mgr.Resolve(ctx, p.Name, "")
+	}
+	if todo > 0 && apply {
+		// Resolves each step's version to the exact one it installs.
+		if _, err := pl.applyInstall(ctx, env, mgr, DefaultCacheValid, ""); err != nil {
+			return false, "", fmt.Errorf("install containerd packages: %w", err)
+		}
+		env.info(fmt.Sprintf("installed %d package(s) with %s", todo, mgr.Name()))
+	}
+	candidate := ""
+	for _, s := range pl.steps {
+		if s.install {
+			from, to := s.current, s.want
+			if from == "" {
+				from = "not installed"
 			}
+			if to == "" {
+				to = "newest"
+			}
+			d.line(fmt.Sprintf("install package %s: %s -> %s", s.name, from, to))
 		}
-		from := "not installed"
-		if ok {
-			from = cur
+		if candidate != "" || !strings.HasPrefix(s.name, "containerd") {
+			continue
 		}
-		to := want
-		if to == "" {
-			to = "newest"
+		switch {
+		case !s.install:
+			candidate = s.current
+		case s.want != "":
+			candidate = s.want
+		case !apply:
+			candidate, _ = mgr.Resolve(ctx, s.name, "")
 		}
-		d.line(fmt.Sprintf("install package %s: %s -> %s", p.Name, from, to))
-		todo = append(todo, pkg.Package{Name: p.Name, Version: want})
 	}
-	if len(todo) == 0 || !apply {
-		return len(todo) > 0, candidate, nil
-	}
-	if _, err := mgr.Refresh(ctx, packageIndexMaxAge); err != nil {
-		return false, "", fmt.Errorf("install containerd packages: %w", err)
-	}
-	if err := mgr.Install(ctx, todo); err != nil {
-		return false, "", fmt.Errorf("install containerd packages: %w", err)
-	}
-	env.info(fmt.Sprintf("installed %d package(s) with %s", len(todo), mgr.Name()))
-	return true, candidate, nil
+	return todo > 0, candidate, nil
 }
 
 // detectConfigVersion returns the config.toml version to render: the one

@@ -226,6 +226,28 @@ func TestContainerdCheckWithoutVersion(t *testing.T) {
 	}
 }
 
+// A pinned version is resolved to the manager's own; a manager that
+// installs something else fails the run before containerd is configured.
+func TestContainerdPinnedVerified(t *testing.T) {
+	e := newContainerdEnv(t, false)
+	e.mgr.offered["containerd"] = []string{"1.6.20~ds1-1+b1", "1.7.22-1"}
+	spec := containerdSpec()
+	spec.Packages = []*agentv1.Package{{Name: "containerd", Version: "1.6.20"}}
+	c := newContainerd(t, spec)
+	res := prepRun(t, "Check", c.Check, &e.Env)
+	if !strings.Contains(res.Diff, "install package containerd: not installed -> 1.6.20~ds1-1+b1") {
+		t.Errorf("Check:\n%s", res.Diff)
+	}
+	e.mgr.installAs = "1.7.22-1"
+	_, err := c.Apply(context.Background(), &e.Env)
+	if err == nil || !strings.Contains(err.Error(), "containerd is at 1.7.22-1, not 1.6.20~ds1-1+b1") {
+		t.Fatalf("Apply: err = %v, want a verification error", err)
+	}
+	if _, err := os.Stat(e.Path("/etc/containerd/config.toml")); err == nil {
+		t.Error("config.toml written after a failed install")
+	}
+}
+
 func TestContainerdKeepsHostsItDidNotWrite(t *testing.T) {
 	e := newContainerdEnv(t, true)
 	e.write(t, "/etc/containerd/certs.d/quay.io/hosts.toml", "server = \"https://quay.io\"\n", 0o644)
@@ -276,6 +298,8 @@ func TestNewContainerdInvalid(t *testing.T) {
 		"registry twice":    {Mirrors: []*agentv1.ContainerdModule_Mirror{{Registry: "docker.io", Endpoints: []string{"https://x"}}, {Registry: "docker.io", Endpoints: []string{"https://y"}}}},
 		"empty package":     {Packages: []*agentv1.Package{{}}},
 		"package with =":    {Packages: []*agentv1.Package{{Name: "containerd=1.6"}}},
+		"option as package": {Packages: []*agentv1.Package{{Name: "-y"}}},
+		"package twice":     {Packages: []*agentv1.Package{{Name: "runc"}, {Name: "runc", Version: "1.1"}}},
 		"quote in endpoint": {Mirrors: []*agentv1.ContainerdModule_Mirror{{Registry: "docker.io", Endpoints: []string{`https://x"]`}}}},
 	} {
 		if _, err := NewContainerd(m); !errors.Is(err, ErrInvalid) {

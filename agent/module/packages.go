@@ -148,7 +148,7 @@ func (p *Packages) Apply(ctx context.Context, env *Env) (Result, error) {
 // packageManager returns the node's package manager, or the one named.
 func packageManager(ctx context.Context, env *Env, name string) (pkg.Manager, error) {
 	if env.Packages == nil {
-		return nil, errors.New("find package manager: this agent has none configured")
+		return nil, errors.New("find package manager: this agent has no package manager backend")
 	}
 	m, err := env.Packages(ctx, name)
 	if err != nil {
