@@ -4,13 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/google/renameio/v2"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/kthw/kthw/agent/module"
 )
 
 // stampName is the file beside a content-addressed agent binary
@@ -38,13 +40,13 @@ func binaryHash(exe string) (string, error) {
 
 	var stamp string
 	if real, err := filepath.EvalSymlinks(exe); err == nil {
-		if dir := filepath.Dir(real); isSHA256Hex(filepath.Base(dir)) {
+		if dir := filepath.Dir(real); module.IsSHA256(filepath.Base(dir)) {
 			stamp = filepath.Join(dir, stampName)
 		}
 	}
 	if stamp != "" {
 		if b, err := os.ReadFile(stamp); err == nil {
-			if sum, rest, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && rest == id && isSHA256Hex(sum) {
+			if sum, rest, ok := strings.Cut(strings.TrimSpace(string(b)), " "); ok && rest == id && module.IsSHA256(sum) {
 				return sum, nil
 			}
 		}
@@ -60,16 +62,4 @@ func binaryHash(exe string) (string, error) {
 		_ = renameio.WriteFile(stamp, []byte(sum+" "+id+"\n"), 0o600)
 	}
 	return sum, nil
-}
-
-func isSHA256Hex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
