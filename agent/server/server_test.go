@@ -21,22 +21,19 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kthw/kthw/agent/internal/systemdtest"
+	"github.com/kthw/kthw/agent/transport"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
-// startAgent serves a Server on one end of an in-memory pipe, with gRPC on
-// yamux streams as over the agent's stdio, and returns a client on the other.
+// startAgent serves a Server through transport.Serve on one end of an
+// in-memory pipe, as over the agent's stdio, and returns a client on the
+// other.
 func startAgent(t *testing.T, opts Options) agentv1.AgentServiceClient {
 	t.Helper()
 	agentEnd, controllerEnd := net.Pipe()
-	agentMux, err := yamux.Server(agentEnd, agentv1.MuxConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(agentv1.MaxMsgSize))
-	New(opts).Register(g)
+	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- g.Serve(agentMux) }()
+	go func() { served <- transport.Serve(ctx, agentEnd, New(opts).Register, nil) }()
 
 	controllerMux, err := yamux.Client(controllerEnd, agentv1.MuxConfig(nil))
 	if err != nil {
@@ -52,9 +49,17 @@ func startAgent(t *testing.T, opts Options) agentv1.AgentServiceClient {
 	t.Cleanup(func() {
 		cc.Close()
 		controllerMux.Close()
-		g.Stop()
-		agentMux.Close()
-		<-served
+		// The controller went away: Serve ends by itself, without an error.
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("serve after the controller closed: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			cancel()
+			t.Errorf("serve still running 10s after the controller closed: %v", <-served)
+		}
+		cancel()
 	})
 	return agentv1.NewAgentServiceClient(cc)
 }
