@@ -56,17 +56,19 @@ func (p *Provider) clone(ctx context.Context, c *pve.Client, n config.NodeSpec, 
 	// may still carry them out, so they are asked for again (never a new
 	// VMID for the same node while the old one may appear).
 	lost := map[int]bool{}
+	// adopted takes ref as made when it holds node's VM.
+	adopted := func(ref vmRef) (bool, error) {
+		ok, err := p.adoptIfOurs(ctx, c, ref, n.Name)
+		if ok {
+			made = ref
+		}
+		return ok, err
+	}
 	retries, err := p.o.Backoff.Retry(ctx, p.o.Clock, isRetry, func(attempt int) error {
 		for id := range lost {
 			// A lost request may have made the VM meanwhile.
-			ref := vmRef{id: id, node: p.cfg.Node}
-			ok, err := p.adoptIfOurs(ctx, c, ref, n.Name)
-			if err != nil {
+			if ok, err := adopted(vmRef{id: id, node: p.cfg.Node}); ok || err != nil {
 				return err
-			}
-			if ok {
-				made = ref
-				return nil
 			}
 			if p.alloc.isTaken(id) {
 				delete(lost, id) // someone else's
@@ -84,6 +86,7 @@ func (p *Provider) clone(ctx context.Context, c *pve.Client, n config.NodeSpec, 
 			return err
 		}
 		ref := vmRef{id: id, node: p.cfg.Node}
+		failed := func(err error) error { return fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err) }
 		opts := &pve.VirtualMachineCloneOptions{
 			NewID: id, Name: n.Name, Description: marker.Description(), Pool: p.cfg.Pool,
 			Full: pve.IntOrBool(full),
@@ -102,28 +105,18 @@ func (p *Provider) clone(ctx context.Context, c *pve.Client, n config.NodeSpec, 
 			case isAlreadyExists(err) && lost[id]:
 				// Perhaps the lost request got through after all: the
 				// next attempt looks.
-				return retry{fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)}
-			case isAlreadyExists(err):
-				p.alloc.markTaken(id)
-				p.stats(func(s *cloneStats) { s.IDConflicts++ })
-				return retry{fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)}
+				return retry{failed(err)}
 			case isAmbiguous(err):
 				// The request may have been carried out.
-				ok, aerr := p.adoptIfOurs(ctx, c, ref, n.Name)
-				if aerr != nil {
+				if ok, aerr := adopted(ref); ok || aerr != nil {
 					return aerr
-				}
-				if ok {
-					made = ref
-					return nil
 				}
 				if !p.alloc.isTaken(id) {
 					lost[id] = true
 				}
-				return retry{fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)}
-			case isLockContention(err):
-				p.stats(func(s *cloneStats) { s.LockRetries++ })
-				return retry{fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)}
+				return retry{failed(err)}
+			case p.contended(id, err):
+				return retry{failed(err)}
 			}
 			return authError(fmt.Sprintf("clone %s to VMID %d", t.name, id), err)
 		}
@@ -135,30 +128,19 @@ func (p *Provider) clone(ctx context.Context, c *pve.Client, n config.NodeSpec, 
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				ok, aerr := p.adoptIfOurs(ctx, c, ref, n.Name)
-				switch {
-				case aerr != nil:
+				if ok, aerr := adopted(ref); ok || aerr != nil {
 					return aerr
-				case ok:
-					made = ref
-					return nil
 				}
-				return fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)
+				return failed(err)
 			}
 			// A failed clone normally removes its VM; make sure.
 			if cerr := p.removeFailedClone(ctx, c, ref, n.Name); cerr != nil {
-				return errors.Join(fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err), cerr)
+				return errors.Join(failed(err), cerr)
 			}
-			if isLockContention(err) || isAlreadyExists(err) {
-				if isAlreadyExists(err) {
-					p.alloc.markTaken(id)
-					p.stats(func(s *cloneStats) { s.IDConflicts++ })
-				} else {
-					p.stats(func(s *cloneStats) { s.LockRetries++ })
-				}
-				return retry{fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)}
+			if p.contended(id, err) {
+				return retry{failed(err)}
 			}
-			return fmt.Errorf("clone %s to VMID %d: %w", t.name, id, err)
+			return failed(err)
 		}
 		made = ref
 		return nil
@@ -174,6 +156,22 @@ func (p *Provider) clone(ctx context.Context, c *pve.Client, n config.NodeSpec, 
 		p.log.InfoContext(ctx, "cloned after retries", "node", n.Name, "vmid", made.id, "retries", retries)
 	}
 	return made, nil
+}
+
+// contended reports whether a failed clone is worth another attempt, and
+// counts it: its VMID was taken meanwhile (by another client: the allocator
+// skips it from now on), or it hit a lock that may free up.
+func (p *Provider) contended(id int, err error) bool {
+	switch {
+	case isAlreadyExists(err):
+		p.alloc.markTaken(id)
+		p.stats(func(s *cloneStats) { s.IDConflicts++ })
+	case isLockContention(err):
+		p.stats(func(s *cloneStats) { s.LockRetries++ })
+	default:
+		return false
+	}
+	return true
 }
 
 // adoptIfOurs checks whether a VMID holds node's VM (made by a clone whose
