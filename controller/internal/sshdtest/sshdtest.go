@@ -187,19 +187,19 @@ func skipUnlessUsable(t testing.TB) {
 }
 
 // Main runs the tests with the test users pinned, so that they are created at most once per
-// test binary and removed at the end. Call it from TestMain.
+// test binary and removed at the end. Call it from TestMain. It returns rather than exiting,
+// so the caller's deferred cleanups run; the test binary then exits with m.Run's code.
 func Main(m *testing.M) {
 	users.mu.Lock()
 	users.pinned = true
 	users.mu.Unlock()
-	code := m.Run()
+	m.Run()
 	users.mu.Lock()
 	users.pinned = false
 	if users.refs == 0 {
 		leave()
 	}
 	users.mu.Unlock()
-	os.Exit(code)
 }
 
 func freePort() (int, error) {
