@@ -1,6 +1,7 @@
 package pkg
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -90,12 +91,12 @@ func compareDeb(a, b string) int {
 	ea, ua, ra := splitDeb(a)
 	eb, ub, rb := splitDeb(b)
 	if ea != eb {
-		return cmpInt(ea, eb)
+		return cmp.Compare(ea, eb)
 	}
 	if c := verrevcmp(ua, ub); c != 0 {
-		return sign(c)
+		return cmp.Compare(c, 0)
 	}
-	return sign(verrevcmp(ra, rb))
+	return cmp.Compare(verrevcmp(ra, rb), 0)
 }
 
 func splitDeb(v string) (epoch int, upstream, revision string) {
@@ -174,7 +175,7 @@ func compareRPM(a, b string) int {
 	ea, va, ra := splitRPM(a)
 	eb, vb, rb := splitRPM(b)
 	if ea != eb {
-		return cmpInt(ea, eb)
+		return cmp.Compare(ea, eb)
 	}
 	if c := rpmvercmp(va, vb); c != 0 {
 		return c
@@ -260,7 +261,7 @@ func rpmvercmp(a, b string) int {
 		if isNum {
 			segA, segB = strings.TrimLeft(segA, "0"), strings.TrimLeft(segB, "0")
 			if len(segA) != len(segB) {
-				return cmpInt(len(segA), len(segB))
+				return cmp.Compare(len(segA), len(segB))
 			}
 		}
 		if c := strings.Compare(segA, segB); c != 0 {
@@ -280,15 +281,3 @@ func rpmvercmp(a, b string) int {
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 func isAlpha(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') }
 func isAlnum(c byte) bool { return isDigit(c) || isAlpha(c) }
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func sign(c int) int { return cmpInt(c, 0) }

@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -277,7 +278,7 @@ func (v version) compare(o version) int {
 			return -1
 		}
 		if a != b {
-			return cmpInt(a, b)
+			return cmp.Compare(a, b)
 		}
 	}
 	// A pre-release ("-rc.1") or Debian "~" suffix sorts before the
@@ -289,22 +290,12 @@ func (v version) compare(o version) int {
 		return -1
 	}
 	if a, b := rank(v.suffix), rank(o.suffix); a != b {
-		return cmpInt(a, b)
+		return cmp.Compare(a, b)
 	}
 	if rank(v.suffix) == 0 {
 		return 0
 	}
 	return strings.Compare(v.suffix, o.suffix)
-}
-
-func cmpInt(a, b int) int {
-	if a < b {
-		return -1
-	}
-	if a > b {
-		return 1
-	}
-	return 0
 }
 
 // contains reports whether v is within the range, both ends included.
