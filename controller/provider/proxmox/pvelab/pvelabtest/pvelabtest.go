@@ -10,13 +10,13 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kthw/kthw/controller/internal/labtest"
 	"github.com/kthw/kthw/controller/lab"
 	"github.com/kthw/kthw/controller/provider/proxmox/pvelab"
 	"github.com/kthw/kthw/controller/provider/proxmox/pvesim"
@@ -29,8 +29,9 @@ const (
 	// NodeCIDR is the cluster network to use; its first host is the bridge.
 	NodeCIDR = "10.200.88.0/24"
 	// Prefix starts the lab node names: <Prefix><vmid>.
-	Prefix   = "pxt-"
-	ImageDir = "/var/lib/kthw/lab/rootfs"
+	Prefix = "pxt-"
+	// ImageDir is the root filesystem cache, shared with labtest's labs.
+	ImageDir = labtest.ImageDir
 )
 
 // BridgeAddress is the bridge's address (the nodes' gateway).
@@ -55,14 +56,7 @@ func (e *Env) AfterTeardown(f func()) { e.afterTeardown = append(e.afterTeardown
 // Skip skips the test unless lab nodes can run here.
 func Skip(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("lab nodes need root")
-	}
-	for _, p := range []string{"systemd-nspawn", "mmdebstrap", "apt-cacher-ng"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("lab nodes need %s (scripts/setup.sh installs it)", p)
-		}
-	}
+	labtest.Skip(t)
 }
 
 // Start runs the simulator (pvesim.Start with opts) with the lab backend, prepared (image,
