@@ -62,11 +62,7 @@ func NewKubernetesPackages(m *agentv1.KubernetesPackagesModule) (*KubernetesPack
 
 // Check reports which packages would be installed, changed or held.
 func (k *KubernetesPackages) Check(ctx context.Context, env *Env) (Result, error) {
-	mgr, err := packageManager(ctx, env, k.manager)
-	if err != nil {
-		return Result{}, err
-	}
-	pl, err := planInstall(ctx, mgr, k.pkgs, true)
+	_, pl, err := k.plan(ctx, env)
 	if err != nil {
 		return Result{}, err
 	}
@@ -75,15 +71,24 @@ func (k *KubernetesPackages) Check(ctx context.Context, env *Env) (Result, error
 
 // Apply installs the packages pinned to the release and holds them.
 func (k *KubernetesPackages) Apply(ctx context.Context, env *Env) (Result, error) {
-	mgr, err := packageManager(ctx, env, k.manager)
-	if err != nil {
-		return Result{}, err
-	}
-	pl, err := planInstall(ctx, mgr, k.pkgs, true)
+	mgr, pl, err := k.plan(ctx, env)
 	if err != nil {
 		return Result{}, err
 	}
 	names := strings.Join(packageNames(k.pkgs), ", ")
 	msg := fmt.Sprintf("%s %s already installed and held", names, k.version)
 	return pl.applyInstall(ctx, env, mgr, DefaultCacheValid, msg)
+}
+
+// plan finds the package manager and compares the node with the request.
+func (k *KubernetesPackages) plan(ctx context.Context, env *Env) (pkg.Manager, *pkgPlan, error) {
+	mgr, err := packageManager(ctx, env, k.manager)
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := planInstall(ctx, mgr, k.pkgs, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return mgr, pl, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -107,18 +108,7 @@ func checkPackages(pkgs []pkg.Package) error {
 
 // Check reports what Apply would install, hold or remove.
 func (p *Packages) Check(ctx context.Context, env *Env) (Result, error) {
-	mgr, err := packageManager(ctx, env, p.manager)
-	if err != nil {
-		return Result{}, err
-	}
-	if p.absent {
-		pl, err := planRemove(ctx, mgr, p.pkgs)
-		if err != nil {
-			return Result{}, err
-		}
-		return pl.result(), nil
-	}
-	pl, err := planInstall(ctx, mgr, p.pkgs, p.hold)
+	_, pl, err := p.plan(ctx, env)
 	if err != nil {
 		return Result{}, err
 	}
@@ -127,22 +117,32 @@ func (p *Packages) Check(ctx context.Context, env *Env) (Result, error) {
 
 // Apply installs and holds, or removes.
 func (p *Packages) Apply(ctx context.Context, env *Env) (Result, error) {
-	mgr, err := packageManager(ctx, env, p.manager)
+	mgr, pl, err := p.plan(ctx, env)
 	if err != nil {
 		return Result{}, err
 	}
 	if p.absent {
-		pl, err := planRemove(ctx, mgr, p.pkgs)
-		if err != nil {
-			return Result{}, err
-		}
 		return pl.applyRemove(ctx, env, mgr)
 	}
-	pl, err := planInstall(ctx, mgr, p.pkgs, p.hold)
-	if err != nil {
-		return Result{}, err
-	}
 	return pl.applyInstall(ctx, env, mgr, p.maxAge, "")
+}
+
+// plan finds the package manager and compares the node with the request.
+func (p *Packages) plan(ctx context.Context, env *Env) (pkg.Manager, *pkgPlan, error) {
+	mgr, err := packageManager(ctx, env, p.manager)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pl *pkgPlan
+	if p.absent {
+		pl, err = planRemove(ctx, mgr, p.pkgs)
+	} else {
+		pl, err = planInstall(ctx, mgr, p.pkgs, p.hold)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return mgr, pl, nil
 }
 
 // packageManager returns the node's package manager, or the one named.
@@ -379,7 +379,7 @@ func (pl *pkgPlan) applyRemove(ctx context.Context, env *Env, mgr pkg.Manager) (
 		return Result{Changed: true, Diff: pl.diff()}, fmt.Errorf("verify removed packages: %w", err)
 	}
 	if len(left) > 0 {
-		return Result{Changed: true, Diff: pl.diff()}, fmt.Errorf("verify removed packages: still installed: %s", strings.Join(sortedNames(left), ", "))
+		return Result{Changed: true, Diff: pl.diff()}, fmt.Errorf("verify removed packages: still installed: %s", strings.Join(slices.Sorted(maps.Keys(left)), ", "))
 	}
 	return pl.result(), nil
 }
@@ -406,15 +406,6 @@ func packageNamesOf(steps []*pkgStep) []string {
 	for i, s := range steps {
 		n[i] = s.name
 	}
-	return n
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	n := make([]string, 0, len(m))
-	for k := range m {
-		n = append(n, k)
-	}
-	slices.Sort(n)
 	return n
 }
 
