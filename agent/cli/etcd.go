@@ -76,6 +76,9 @@ func (c *CLI) etcdSnapshotCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
+			if keep < 0 {
+				return fmt.Errorf("bad --keep %d: want 0 (keep all) or more", keep)
+			}
 			e, err := ep.endpoint()
 			if err != nil {
 				return err
