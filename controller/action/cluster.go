@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kthw/kthw/controller/config"
+	"github.com/kthw/kthw/controller/fanout"
 	"github.com/kthw/kthw/controller/node"
 	"github.com/kthw/kthw/controller/phase"
 	"github.com/kthw/kthw/controller/progress"
@@ -190,6 +191,21 @@ var ErrWrongOS = errors.New("node runs another release than the profile")
 // IsNodeFailure tells a verb that ran but had failing nodes (already
 // reported per node) from one that could not run.
 func IsNodeFailure(err error) bool { return errors.Is(err, errFailedNodes) }
+
+// nodeReports collects a verb's per-node outcomes in the order of specs. A
+// node whose work never started (the run was cancelled first) still carries
+// its name and role.
+func nodeReports(specs []config.NodeSpec, out []fanout.Outcome[NodeReport]) []NodeReport {
+	reports := make([]NodeReport, len(out))
+	for i, r := range out {
+		reports[i] = r.Value
+		reports[i].Name, reports[i].Role = specs[i].Name, specs[i].Role
+		if r.Err != nil {
+			reports[i].Err = r.Err
+		}
+	}
+	return reports
+}
 
 func failedNodes(reports []NodeReport) error {
 	n := 0

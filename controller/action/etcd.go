@@ -67,20 +67,22 @@ func controlPlanes(cl *config.Cluster, name string) ([]config.NodeSpec, error) {
 	return out, nil
 }
 
-// connect observes spec's node and connects to its agent.
-func (o *ClusterOptions) connect(ctx context.Context, spec config.NodeSpec) (*node.Conn, error) {
+// connect observes spec's node and connects to its agent. It returns the
+// provider's view of the node whenever Observe answered.
+func (o *ClusterOptions) connect(ctx context.Context, spec config.NodeSpec) (provider.Node, *node.Conn, error) {
 	n, err := o.Provider.Observe(ctx, spec)
 	if err != nil {
-		return nil, err
+		return n, nil, err
 	}
 	if n.State != provider.StateRunning && n.State != provider.StateUnknown {
-		return nil, fmt.Errorf("node %s is %s", spec.Name, n.State)
+		return n, nil, fmt.Errorf("node %s is %s", spec.Name, n.State)
 	}
 	t, opts, err := o.nodeOptions(n)
 	if err != nil {
-		return nil, err
+		return n, nil, err
 	}
-	return node.Connect(ctx, t, opts)
+	conn, err := node.Connect(ctx, t, opts)
+	return n, conn, err
 }
 
 // transferProgress turns byte counts into progress events, at most a few

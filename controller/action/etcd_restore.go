@@ -119,7 +119,7 @@ func EtcdRestore(ctx context.Context, o ClusterOptions, ro EtcdRestoreOptions) (
 		return err
 	}
 	var conn *node.Conn
-	if err := step("connect", func() (err error) { conn, err = o.connect(ctx, spec); return err }); err != nil {
+	if err := step("connect", func() (err error) { _, conn, err = o.connect(ctx, spec); return err }); err != nil {
 		return rep, err
 	}
 	defer conn.Close()

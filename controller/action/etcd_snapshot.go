@@ -75,7 +75,7 @@ func EtcdSnapshot(ctx context.Context, o ClusterOptions, so EtcdSnapshotOptions)
 	rep := &EtcdSnapshotReport{Node: spec.Name}
 	o.emit(spec.Name, "connect", progress.Started, "", 0)
 	began := time.Now()
-	conn, err := o.connect(ctx, spec)
+	_, conn, err := o.connect(ctx, spec)
 	if err != nil {
 		o.emit(spec.Name, "connect", progress.Failed, err.Error(), time.Since(began))
 		return rep, err
@@ -187,7 +187,7 @@ func EtcdSnapshots(ctx context.Context, o ClusterOptions, nodeName, dir string, 
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		ns := NodeSnapshots{Node: specs[i].Name, Dir: dir}
-		conn, err := o.connect(ctx, specs[i])
+		_, conn, err := o.connect(ctx, specs[i])
 		if err != nil {
 			return ns, err
 		}
@@ -203,6 +203,7 @@ func EtcdSnapshots(ctx context.Context, o ClusterOptions, nodeName, dir string, 
 	failed := 0
 	for i, r := range out {
 		nodes[i] = r.Value
+		nodes[i].Node, nodes[i].Dir = specs[i].Name, dir
 		if r.Err != nil {
 			nodes[i].Err = r.Err
 			failed++

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/kthw/kthw/controller/fanout"
-	"github.com/kthw/kthw/controller/node"
-	"github.com/kthw/kthw/controller/provider"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
@@ -23,22 +21,11 @@ func Status(ctx context.Context, o ClusterOptions, timeout time.Duration) ([]Nod
 	out := fanout.Each(ctx, len(specs), o.Concurrency, func(ctx context.Context, i int) (NodeReport, error) {
 		spec := specs[i]
 		rep := NodeReport{Name: spec.Name, Role: spec.Role}
-		n, err := o.Provider.Observe(ctx, spec)
-		if err != nil {
-			return rep, err
-		}
-		rep.Provider = n
-		if n.State != provider.StateRunning && n.State != provider.StateUnknown {
-			return rep, fmt.Errorf("node %s is %s", spec.Name, n.State)
-		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		t, opts, err := o.nodeOptions(n)
-		if err != nil {
-			return rep, err
-		}
 		began := time.Now()
-		conn, err := node.Connect(ctx, t, opts)
+		n, conn, err := o.connect(ctx, spec)
+		rep.Provider = n
 		if err != nil {
 			return rep, err
 		}
@@ -59,12 +46,6 @@ func Status(ctx context.Context, o ClusterOptions, timeout time.Duration) ([]Nod
 		rep.Took = time.Since(began)
 		return rep, nil
 	})
-	reports := make([]NodeReport, len(out))
-	for i, r := range out {
-		reports[i] = r.Value
-		if r.Err != nil {
-			reports[i].Err = r.Err
-		}
-	}
+	reports := nodeReports(specs, out)
 	return reports, failedNodes(reports)
 }

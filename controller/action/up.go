@@ -50,14 +50,7 @@ func Up(ctx context.Context, o ClusterOptions) ([]NodeReport, error) {
 		defer cancel()
 		return upNode(ctx, o, specs[i], outputs)
 	})
-	reports := make([]NodeReport, len(out))
-	for i, r := range out {
-		reports[i] = r.Value
-		reports[i].Name, reports[i].Role = specs[i].Name, specs[i].Role
-		if r.Err != nil {
-			reports[i].Err = r.Err
-		}
-	}
+	reports := nodeReports(specs, out)
 	return reports, failedNodes(reports)
 }
 
