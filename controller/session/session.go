@@ -59,7 +59,6 @@ type Session struct {
 	once   sync.Once
 	// wait is the SSH session's Wait, which may be called once only.
 	wait func() error
-	err  error
 }
 
 // Start runs command (the agent with `serve --stdio`, wrapped in sudo as
@@ -226,9 +225,6 @@ func (s *Session) stderrHint() string {
 	return ""
 }
 
-// Stderr returns the tail of what the agent wrote on stderr.
-func (s *Session) Stderr() string { return s.stderr.String() }
-
 // Close ends the session: the agent sees stdin close and exits.
 func (s *Session) Close() error {
 	s.once.Do(func() {
@@ -247,7 +243,7 @@ func (s *Session) Close() error {
 		}
 		s.ssh.Close()
 	})
-	return s.err
+	return nil
 }
 
 // stream joins the buffered stdout reader and the stdin writer.
