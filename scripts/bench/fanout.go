@@ -44,7 +44,6 @@ type fanoutRow struct {
 	// sampledCPU its total (treeCPU).
 	cpuByComm  map[string]time.Duration
 	sampledCPU time.Duration
-	note       string
 }
 
 type fanoutOpts struct {
@@ -191,7 +190,7 @@ func (e *benchEnv) noopRuns(r *fanoutRow, roots []int, o fanoutOpts, run func(ex
 	before := treeCPU(roots)
 	s := startAgentSampler(roots, 10*time.Millisecond)
 	_, _, err := run()
-	_, hwm, byComm := s.finish()
+	hwm, byComm := s.finish()
 	r.agentRSS, r.sampledCPU, r.cpuByComm = hwm, treeCPU(roots)-before, byComm
 	return err
 }

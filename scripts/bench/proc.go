@@ -133,17 +133,17 @@ func readProcs() []procInfo {
 	return out
 }
 
-// agentSampler samples, while a run goes on, VmHWM and VmRSS of every
-// kthw-agent below the roots (each agent's last sample is kept) and the CPU
+// agentSampler samples, while a run goes on, VmHWM of every kthw-agent
+// below the roots (each agent's last sample is kept) and the CPU
 // time of every process below them by program name: the breakdown of the
 // nodes' CPU. A process that lives shorter than the sampling period may be
 // missed; its time still shows in treeCPU through its parent.
 type agentSampler struct {
 	roots []int
 	mu    sync.Mutex
-	last  map[int][2]int64 // agent pid -> VmRSS, VmHWM in KiB
-	first map[int]int64    // pid -> CPU ticks when first seen at the start
-	cpu   map[int]procCPU  // pid -> last seen
+	hwm   map[int]int64   // agent pid -> VmHWM in KiB
+	first map[int]int64   // pid -> CPU ticks when first seen at the start
+	cpu   map[int]procCPU // pid -> last seen
 	start bool
 	stop  chan struct{}
 	done  chan struct{}
@@ -155,7 +155,7 @@ type procCPU struct {
 }
 
 func startAgentSampler(roots []int, every time.Duration) *agentSampler {
-	s := &agentSampler{roots: roots, last: map[int][2]int64{}, first: map[int]int64{}, cpu: map[int]procCPU{},
+	s := &agentSampler{roots: roots, hwm: map[int]int64{}, first: map[int]int64{}, cpu: map[int]procCPU{},
 		start: true, stop: make(chan struct{}), done: make(chan struct{})}
 	s.sample()
 	s.start = false
@@ -202,26 +202,24 @@ func (s *agentSampler) sample() {
 		s.cpu[pid] = procCPU{comm: p.comm, ticks: p.utime + p.stime}
 		// An agent, not a child it forked that has not exec'd yet.
 		if p.comm == "kthw-agent" && byPID[p.ppid].comm != "kthw-agent" {
-			if rss, hwm, ok := vmStatus(pid); ok {
-				s.last[pid] = [2]int64{rss, hwm}
+			if hwm, ok := vmHWM(pid); ok {
+				s.hwm[pid] = hwm
 			}
 		}
 		stack = append(stack, children[pid]...)
 	}
 }
 
-// finish stops sampling and returns each agent's last VmRSS and VmHWM (KiB)
+// finish stops sampling and returns each agent's last VmHWM (KiB), sorted,
 // and the CPU time used meanwhile by program name.
-func (s *agentSampler) finish() (rss, hwm []int64, byComm map[string]time.Duration) {
+func (s *agentSampler) finish() (hwm []int64, byComm map[string]time.Duration) {
 	close(s.stop)
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, v := range s.last {
-		rss = append(rss, v[0])
-		hwm = append(hwm, v[1])
+	for _, v := range s.hwm {
+		hwm = append(hwm, v)
 	}
-	sort.Slice(rss, func(i, j int) bool { return rss[i] < rss[j] })
 	sort.Slice(hwm, func(i, j int) bool { return hwm[i] < hwm[j] })
 	byComm = map[string]time.Duration{}
 	for pid, c := range s.cpu {
@@ -229,28 +227,22 @@ func (s *agentSampler) finish() (rss, hwm []int64, byComm map[string]time.Durati
 			byComm[c.comm] += time.Duration(d) * time.Second / clockTicks
 		}
 	}
-	return rss, hwm, byComm
+	return hwm, byComm
 }
 
-func vmStatus(pid int) (rss, hwm int64, ok bool) {
+// vmHWM returns a process's peak resident set (VmHWM) in KiB.
+func vmHWM(pid int) (int64, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, 0, false
+		return 0, false
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		k, v, found := strings.Cut(l, ":")
-		if !found {
-			continue
-		}
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n, n > 0
 		}
 	}
-	return rss, hwm, hwm > 0
+	return 0, false
 }
 
 // copyFile copies src to dst with mode.
