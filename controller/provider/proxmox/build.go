@@ -111,6 +111,9 @@ func isTemplateBuild(desc, name string) bool {
 // allows downloading.
 func (p *Provider) BuildTemplate(ctx context.Context, r *Recipe, o BuildOptions) (BuildResult, error) {
 	res := BuildResult{Name: p.template, Node: p.cfg.Node}
+	if o.VMID != 0 && (o.VMID < minVMID || o.VMID > maxVMID) {
+		return res, fmt.Errorf("VMID %d is outside Proxmox's range %d-%d (--vmid)", o.VMID, minVMID, maxVMID)
+	}
 	c, err := p.Client(ctx)
 	if err != nil {
 		return res, err
@@ -154,18 +157,6 @@ func (p *Provider) BuildTemplate(ctx context.Context, r *Recipe, o BuildOptions)
 			return res, err
 		}
 	}
-	if o.ImportStorage == "" {
-		o.ImportStorage = DefaultImportStorage
-	}
-	vol := o.Volume
-	if vol == "" {
-		vol = o.ImportStorage + ":import/" + r.Image.File
-		if res.Downloaded, err = p.ensureImage(ctx, c, r, o.ImportStorage, vol); err != nil {
-			return res, err
-		}
-	}
-	res.Volume = vol
-
 	var free func()
 	if o.VMID > 0 {
 		ok, err := p.clusterAPI(c).CheckID(ctx, o.VMID)
@@ -180,6 +171,18 @@ func (p *Provider) BuildTemplate(ctx context.Context, r *Recipe, o BuildOptions)
 		return res, err
 	}
 	defer free()
+
+	if o.ImportStorage == "" {
+		o.ImportStorage = DefaultImportStorage
+	}
+	vol := o.Volume
+	if vol == "" {
+		vol = o.ImportStorage + ":import/" + r.Image.File
+		if res.Downloaded, err = p.ensureImage(ctx, c, r, o.ImportStorage, vol); err != nil {
+			return res, err
+		}
+	}
+	res.Volume = vol
 
 	disk := p.cfg.Storage
 	if disk == "" {

@@ -133,3 +133,28 @@ func TestBuildTemplateCleansUp(t *testing.T) {
 		t.Fatal("someone else's VM was removed")
 	}
 }
+
+// TestBuildTemplateBadVMID: a VMID out of Proxmox's range, or taken, is
+// refused before the image is downloaded or anything is made.
+func TestBuildTemplateBadVMID(t *testing.T) {
+	ctx := context.Background()
+	sim := pvesim.Start(t)
+	e := buildEnv(t, sim, "rocky") // its image is downloaded
+	r, err := LoadRecipe(nil, "rocky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int{-1, 99, maxVMID + 1} {
+		if _, err := e.p.BuildTemplate(ctx, r, BuildOptions{VMID: id}); err == nil || !strings.Contains(err.Error(), "outside Proxmox's range") {
+			t.Errorf("VMID %d: %v", id, err)
+		}
+	}
+	if _, err := e.p.BuildTemplate(ctx, r, BuildOptions{VMID: pvesim.TestTemplateID}); err == nil || !strings.Contains(err.Error(), "is taken") {
+		t.Errorf("a taken VMID: %v", err)
+	}
+	for _, call := range []string{"POST /nodes/{node}/storage/{storage}/download-url", "POST /nodes/{node}/qemu"} {
+		if n := sim.CallCount(call); n != 0 {
+			t.Errorf("%s called %d times", call, n)
+		}
+	}
+}

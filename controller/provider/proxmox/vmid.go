@@ -8,8 +8,11 @@ import (
 	pve "github.com/luthermonson/go-proxmox"
 )
 
-// maxVMID is Proxmox's largest VMID.
-const maxVMID = 999_999_999
+// minVMID and maxVMID bound Proxmox's VMIDs (0-99 are reserved).
+const (
+	minVMID = 100
+	maxVMID = 999_999_999
+)
 
 // allocator hands out VMIDs to this process's clones. Proxmox has no atomic
 // "allocate": /cluster/nextid only says what is free now, so two clones that
