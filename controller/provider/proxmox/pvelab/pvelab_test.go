@@ -67,6 +67,23 @@ func waitTask(t *testing.T, ctx context.Context, task *pve.Task, err error) {
 // cloneStart clones the template to vmid with the cloud-init options and starts it.
 func cloneStart(t *testing.T, ctx context.Context, n *pve.Node, vmid int, name string, opts ...pve.VirtualMachineOption) *pve.VirtualMachine {
 	t.Helper()
+	vm := cloneConfig(t, ctx, n, vmid, name, opts...)
+	task, err := vm.Start(ctx)
+	waitTask(t, ctx, task, err)
+	deadline := time.Now().Add(time.Minute)
+	for vm.AgentPing(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("guest agent did not answer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return vm
+}
+
+// cloneConfig clones the template to vmid and sets the cloud-init options; the VM is left
+// stopped.
+func cloneConfig(t *testing.T, ctx context.Context, n *pve.Node, vmid int, name string, opts ...pve.VirtualMachineOption) *pve.VirtualMachine {
+	t.Helper()
 	tmpl, err := n.VirtualMachine(ctx, pvesim.TestTemplateID)
 	if err != nil {
 		t.Fatal(err)
@@ -79,31 +96,32 @@ func cloneStart(t *testing.T, ctx context.Context, n *pve.Node, vmid int, name s
 	}
 	task, err = vm.Config(ctx, opts...)
 	waitTask(t, ctx, task, err)
-	task, err = vm.Start(ctx)
-	waitTask(t, ctx, task, err)
-	deadline := time.Now().Add(time.Minute)
-	for vm.AgentPing(ctx) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("guest agent did not answer")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	return vm
 }
 
-func sshRun(addr, user string, signer ssh.Signer, hostKey ssh.PublicKey, cmd string) (string, error) {
+// sshSession opens a session as user on addr's port 22 with signer, accepting only hostKey;
+// closing the session's client is the caller's.
+func sshSession(addr, user string, signer ssh.Signer, hostKey ssh.PublicKey) (*ssh.Client, *ssh.Session, error) {
 	cc := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second}
 	c, err := ssh.Dial("tcp", net.JoinHostPort(addr, "22"), cc)
 	if err != nil {
-		return "", err
+		return nil, nil, err
 	}
-	defer c.Close()
 	s, err := c.NewSession()
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, s, nil
+}
+
+func sshRun(addr, user string, signer ssh.Signer, hostKey ssh.PublicKey, cmd string) (string, error) {
+	c, s, err := sshSession(addr, user, signer, hostKey)
 	if err != nil {
 		return "", err
 	}
-	defer s.Close()
+	defer c.Close()
 	out, err := s.CombinedOutput(cmd)
 	return string(out), err
 }
@@ -196,12 +214,7 @@ func TestLabBackedVM(t *testing.T) {
 	}
 
 	// An address off the lab's network fails the start task, saying why.
-	tmpl, _ := n.VirtualMachine(ctx, pvesim.TestTemplateID)
-	_, task, err = tmpl.Clone(ctx, &pve.VirtualMachineCloneOptions{NewID: 102, Name: "off"})
-	waitTask(t, ctx, task, err)
-	vm3, _ := n.VirtualMachine(ctx, 102)
-	task, err = vm3.Config(ctx, pve.VirtualMachineOption{Name: "ipconfig0", Value: "ip=192.0.2.5/24"})
-	waitTask(t, ctx, task, err)
+	vm3 := cloneConfig(t, ctx, n, 102, "off", pve.VirtualMachineOption{Name: "ipconfig0", Value: "ip=192.0.2.5/24"})
 	task, err = vm3.Start(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -228,18 +241,11 @@ func TestLabBackedVM(t *testing.T) {
 
 // firstLine runs cmd and returns the first line of its output without waiting for its end.
 func firstLine(addr, user string, signer ssh.Signer, hostKey ssh.PublicKey, cmd string) (string, error) {
-	cc := &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second}
-	c, err := ssh.Dial("tcp", net.JoinHostPort(addr, "22"), cc)
+	c, s, err := sshSession(addr, user, signer, hostKey)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	s, err := c.NewSession()
-	if err != nil {
-		return "", err
-	}
-	defer s.Close()
 	r, err := s.StdoutPipe()
 	if err != nil {
 		return "", err
