@@ -138,20 +138,10 @@ func TestDriftFixedWithRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := vmid(t, n.ID)
-	c, _ := e.p.Client(ctx)
 	// Someone shrank the VM (and restarted it) and dropped its tags.
-	ref := vmRef{id: id, node: "pve1"}
-	if err := e.p.stop(ctx, c, ref); err != nil {
-		t.Fatal(err)
-	}
-	if err := handle(c, ref).ConfigSync(ctx,
+	driftVM(t, e, id,
 		pve.VirtualMachineOption{Name: "cores", Value: 1}, pve.VirtualMachineOption{Name: "memory", Value: 1024},
-		pve.VirtualMachineOption{Name: "tags", Value: "kthw;lab"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.p.start(ctx, c, ref); err != nil {
-		t.Fatal(err)
-	}
+		pve.VirtualMachineOption{Name: "tags", Value: "kthw;lab"})
 	var logs syncBuffer
 	e.p.log = slog.New(slog.NewTextHandler(&logs, nil))
 	before := len(sim.Tasks())
@@ -168,10 +158,7 @@ func TestDriftFixedWithRestart(t *testing.T) {
 	if vm.Config["cores"] != "2" || vm.Config["memory"] != "2048" || vm.Config["tags"] != "kthw;lab;worker" || !vm.Running {
 		t.Fatalf("VM after the fix: %v, running %v", vm.Config, vm.Running)
 	}
-	var types []string
-	for _, task := range sim.Tasks()[before:] {
-		types = append(types, task.Type)
-	}
+	types := taskTypesSince(sim, before)
 	if !slices.Contains(types, "qmshutdown") || !slices.Contains(types, "qmstart") {
 		t.Fatalf("tasks %v; want a shutdown and a start", types)
 	}
@@ -397,6 +384,36 @@ func TestAdoptWhileResourcesLag(t *testing.T) {
 	}
 }
 
+// driftVM changes a running VM's config behind kthw's back: it is
+// stopped, set and started again.
+func driftVM(t *testing.T, e *simEnv, id int, opts ...pve.VirtualMachineOption) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := e.p.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := vmRef{id: id, node: "pve1"}
+	if err := e.p.stop(ctx, c, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := handle(c, ref).ConfigSync(ctx, opts...); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.start(ctx, c, ref); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// taskTypesSince lists the types of the simulator's tasks from index before.
+func taskTypesSince(sim *pvesim.Sim, before int) []string {
+	var types []string
+	for _, task := range sim.Tasks()[before:] {
+		types = append(types, task.Type)
+	}
+	return types
+}
+
 // syncBuffer is a bytes.Buffer safe for concurrent log writes.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -424,28 +441,16 @@ func TestDriftShutdownFailsThenStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := e.p.Client(ctx)
-	ref := vmRef{id: vmid(t, n.ID), node: "pve1"}
-	if err := e.p.stop(ctx, c, ref); err != nil {
-		t.Fatal(err)
-	}
-	if err := handle(c, ref).ConfigSync(ctx, pve.VirtualMachineOption{Name: "memory", Value: 4096}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.p.start(ctx, c, ref); err != nil {
-		t.Fatal(err)
-	}
+	id := vmid(t, n.ID)
+	driftVM(t, e, id, pve.VirtualMachineOption{Name: "memory", Value: 4096})
 	// The guest ignores the ACPI shutdown: the VM is stopped hard.
 	sim.SetFaults(pvesim.Faults{TaskFailures: map[string]int{"qmshutdown": 1}, TaskFailureText: "VM quit/powerdown failed - got timeout"})
 	before := len(sim.Tasks())
 	if _, err := e.p.Ensure(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	var types []string
-	for _, task := range sim.Tasks()[before:] {
-		types = append(types, task.Type)
-	}
-	if vm, _ := sim.VM(ref.id); vm.Config["memory"] != "2048" || !vm.Running || !slices.Contains(types, "qmstop") {
+	types := taskTypesSince(sim, before)
+	if vm, _ := sim.VM(id); vm.Config["memory"] != "2048" || !vm.Running || !slices.Contains(types, "qmstop") {
 		t.Fatalf("memory %s running %v tasks %v", vm.Config["memory"], vm.Running, types)
 	}
 }
