@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/provider/proxmox/pvesim"
 )
 
@@ -91,11 +90,7 @@ func bakeEnv(t *testing.T, opts ...pvesim.Option) (*simEnv, *pvesim.Sim) {
 	})}, opts...)
 	sim := pvesim.Start(t, opts...)
 	c := simCluster(t, sim)
-	c.Provider.Proxmox.TokenID, c.Provider.Proxmox.TokenSecretRef = "", ""
-	c.Provider.Proxmox.Username, c.Provider.Proxmox.PasswordRef = sim.Username, "env:PM_PASSWORD"
-	if err := c.Validate(config.DefaultProfiles()); err != nil {
-		t.Fatal(err)
-	}
+	passwordLogin(t, c, sim, "env:PM_PASSWORD")
 	return newSimProvider(t, c, sim, ""), sim
 }
 

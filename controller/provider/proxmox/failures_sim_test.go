@@ -56,12 +56,7 @@ func TestPasswordLogin(t *testing.T) {
 	ctx := context.Background()
 	sim := pvesim.Start(t)
 	c := simCluster(t, sim)
-	px := c.Provider.Proxmox
-	px.TokenID, px.TokenSecretRef = "", ""
-	px.Username, px.PasswordRef = sim.Username, "env:PM_PASSWORD"
-	if err := c.Validate(nil); err != nil {
-		t.Fatal(err)
-	}
+	passwordLogin(t, c, sim, "env:PM_PASSWORD")
 	e := newSimProvider(t, c, sim, "")
 	if _, err := e.p.Ensure(ctx, e.spec(t, "cp-1")); err != nil {
 		t.Fatal(err)
@@ -73,8 +68,7 @@ func TestPasswordLogin(t *testing.T) {
 	// A wrong password is refused with a clear error.
 	sim2 := pvesim.Start(t)
 	c2 := simCluster(t, sim2)
-	c2.Provider.Proxmox.TokenID, c2.Provider.Proxmox.TokenSecretRef = "", ""
-	c2.Provider.Proxmox.Username, c2.Provider.Proxmox.PasswordRef = sim2.Username, "env:PM_TOKEN"
+	passwordLogin(t, c2, sim2, "env:PM_TOKEN") // resolves to "wrong"
 	e2 := newSimProvider(t, c2, sim2, "wrong")
 	if err := e2.p.Prepare(ctx, e2.specs); !errors.Is(err, ErrNotAuthorized) || !strings.Contains(err.Error(), sim2.Username) {
 		t.Fatalf("err %v; want ErrNotAuthorized naming the user", err)

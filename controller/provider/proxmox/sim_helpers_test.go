@@ -89,6 +89,19 @@ func simCluster(t testing.TB, sim *pvesim.Sim, pools ...config.NodePool) *config
 	return c
 }
 
+// passwordLogin makes c log in as the simulator's user with the password
+// passwordRef resolves to (newSimProvider's env:PM_PASSWORD is the right
+// one), instead of with the token.
+func passwordLogin(t testing.TB, c *config.Cluster, sim *pvesim.Sim, passwordRef string) {
+	t.Helper()
+	px := c.Provider.Proxmox
+	px.TokenID, px.TokenSecretRef = "", ""
+	px.Username, px.PasswordRef = sim.Username, passwordRef
+	if err := c.Validate(config.DefaultProfiles()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type simEnv struct {
 	sim   *pvesim.Sim
 	c     *config.Cluster
