@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -193,9 +194,7 @@ func writeStatusJSON(w io.Writer, reports []action.TargetReport) error {
 		}
 		out.Targets = append(out.Targets, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeJSON(w, out)
 }
 
 func marshalProto(m proto.Message) (json.RawMessage, error) {
@@ -222,11 +221,11 @@ func writeStatusTable(w io.Writer, reports []action.TargetReport) error {
 		f := r.Facts
 		pushed := "no"
 		if r.Uploaded {
-			pushed = fmt.Sprintf("yes (%s)", humanBytes(uint64(r.UploadBytes)))
+			pushed = fmt.Sprintf("yes (%s)", humanize.IBytes(uint64(r.UploadBytes)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Target, r.AgentVersion, short(r.SHA256), pushed,
 			osName(f.GetOs().GetId(), f.GetOs().GetVersionId()), f.GetKernel(), f.GetArch(), f.GetCpus(),
-			humanBytes(f.GetMemoryBytes()), unitsSummary(r))
+			humanize.IBytes(f.GetMemoryBytes()), unitsSummary(r))
 	}
 	return tw.Flush()
 }
@@ -266,17 +265,4 @@ func short(sha string) string {
 		return sha[:12]
 	}
 	return sha
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

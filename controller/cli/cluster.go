@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/kthw/kthw/distro/profile"
@@ -279,7 +278,7 @@ func writePlan(w io.Writer, reports []action.NodeReport) {
 				continue
 			}
 			fmt.Fprintf(w, "  ~ %s\n", s.Name)
-			for _, l := range strings.Split(strings.TrimRight(s.Result.Diff, "\n"), "\n") {
+			for _, l := range splitLines(s.Result.Diff) {
 				if l != "" {
 					fmt.Fprintf(w, "      %s\n", l)
 				}
@@ -430,9 +429,7 @@ func writeClusterJSON(w io.Writer, cl *config.Cluster, reports []action.NodeRepo
 		}
 		out.Nodes = append(out.Nodes, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeJSON(w, out)
 }
 
 func (c *CLI) downCmd(g *globalOptions) *cobra.Command {
@@ -449,7 +446,7 @@ func (c *CLI) downCmd(g *globalOptions) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !yes {
-				if err := c.confirm("destroy every node of the cluster?"); err != nil {
+				if err := c.confirm("destroy", "destroy every node of the cluster?"); err != nil {
 					return err
 				}
 			}
@@ -466,11 +463,12 @@ func (c *CLI) downCmd(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// confirm asks on a terminal; without one it refuses.
-func (c *CLI) confirm(question string) error {
+// confirm asks question on a terminal; without one it refuses to do what
+// (destroy, restore).
+func (c *CLI) confirm(what, question string) error {
 	in, ok := c.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(in.Fd())) {
-		return errors.New("refusing to destroy without confirmation: pass --yes")
+		return fmt.Errorf("refusing to %s without confirmation: pass --yes", what)
 	}
 	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
 	line, _ := bufio.NewReader(in).ReadString('\n')

@@ -1,24 +1,20 @@
 package cli
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"github.com/dustin/go-humanize"
-	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/kthw/kthw/controller/action"
 	"github.com/kthw/kthw/controller/etcd"
 	"github.com/kthw/kthw/controller/progress"
+	"github.com/kthw/kthw/proto/kthw/agent/v1/etcdsnap"
 )
 
 // etcdCmd is `kthw-controller etcd`: snapshots of the control-plane nodes'
@@ -139,7 +135,7 @@ func writeSnapshots(w io.Writer, storeDir string, local []etcd.Local, nodes []ac
 	for _, l := range local {
 		t, rev, sum := l.ModTime.UTC().Format(time.RFC3339), "-", "("+l.ManifestError+")"
 		if m := l.Manifest; m != nil {
-			t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), shortSum(m.GetSha256())
+			t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), short(m.GetSha256())
 		}
 		fmt.Fprintf(tw, "workspace\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Node, l.Path, t, rev, humanize.Bytes(uint64(l.Size)), sum)
 	}
@@ -151,7 +147,7 @@ func writeSnapshots(w io.Writer, storeDir string, local []etcd.Local, nodes []ac
 		for _, s := range n.Snapshots {
 			t, rev, sum := s.GetModTime(), "-", "("+s.GetManifestError()+")"
 			if m := s.GetManifest(); m != nil {
-				t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), shortSum(m.GetSha256())
+				t, rev, sum = m.GetTime(), fmt.Sprint(m.GetRevision()), short(m.GetSha256())
 			}
 			fmt.Fprintf(tw, "node\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, s.GetPath(), t, rev, humanize.Bytes(uint64(s.GetSize())), sum)
 		}
@@ -225,7 +221,7 @@ func (c *CLI) etcdRestoreCmd(g *globalOptions) *cobra.Command {
 				return fmt.Errorf("refusing to restore: %w", err)
 			}
 			if !yes && !dry {
-				if err := c.confirmf("restore etcd from %s? The API server is down while it runs", ro.From); err != nil {
+				if err := c.confirm("restore", fmt.Sprintf("restore etcd from %s? The API server is down while it runs", ro.From)); err != nil {
 					return err
 				}
 			}
@@ -277,20 +273,6 @@ func writeRestore(w io.Writer, rep *action.EtcdRestoreReport, dry bool) {
 	fmt.Fprintf(w, "  the old data directory %s is left in place; the original manifest is %s/etcd.yaml.orig\n", rep.OldDataDir, rep.HoldingDir)
 }
 
-// confirmf asks on a terminal; without one it refuses.
-func (c *CLI) confirmf(format string, args ...any) error {
-	in, ok := c.stdin.(*os.File)
-	if !ok || !term.IsTerminal(int(in.Fd())) {
-		return errors.New("refusing to restore without confirmation: pass --yes")
-	}
-	fmt.Fprintf(c.stderr, format+" [y/N] ", args...)
-	line, _ := bufio.NewReader(in).ReadString('\n')
-	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-		return errors.New("not confirmed")
-	}
-	return nil
-}
-
 // jsonRaw embeds JSON that is already rendered.
 type jsonRaw = json.RawMessage
 
@@ -298,13 +280,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func shortSum(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }
 
 func splitLines(s string) []string {
