@@ -25,22 +25,12 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"golang.org/x/sys/unix"
 
+	"github.com/kthw/kthw/distro/pkg"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
 // probeTimeout bounds the D-Bus probe of systemd.
 const probeTimeout = 3 * time.Second
-
-// packageManagers are looked for in order; the first found is reported.
-var packageManagers = []struct{ binary, name string }{
-	{"apt-get", "apt"},
-	{"dnf", "dnf"},
-	{"zypper", "zypper"},
-	{"yum", "yum"},
-}
-
-// binDirs are where package managers are looked for.
-var binDirs = []string{"/usr/bin", "/bin", "/usr/sbin", "/sbin"}
 
 // Gather collects the facts of the node whose filesystem is at root ("" is /).
 func Gather(ctx context.Context, root string) (*agentv1.FactsResponse, error) {
@@ -284,15 +274,12 @@ func addresses() ([]*agentv1.Address, error) {
 	return out, nil
 }
 
-// packageManager returns the first package manager found under root.
+// packageManager returns the package-manager backend the agent's packages
+// module would use under root (pkg.Detect), or "" when there is none.
 func packageManager(root string) string {
-	for _, pm := range packageManagers {
-		for _, dir := range binDirs {
-			fi, err := os.Stat(filepath.Join(root, dir, pm.binary))
-			if err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-				return pm.name
-			}
-		}
+	name, err := pkg.Detect(root)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return name
 }

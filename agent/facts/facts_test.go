@@ -117,6 +117,7 @@ func TestGather(t *testing.T) {
 		"/proc/1/comm":        "bash\n",
 		"/usr/bin/yum":        "#!/bin/sh\n",
 		"/usr/bin/dnf":        "#!/bin/sh\n",
+		"/usr/bin/rpm":        "#!/bin/sh\n",
 	})
 	f, err := Gather(context.Background(), root)
 	if err != nil {
@@ -131,7 +132,7 @@ func TestGather(t *testing.T) {
 		t.Errorf("memory = %d", f.GetMemoryBytes())
 	}
 	if f.GetPackageManager() != "dnf" {
-		t.Errorf("package manager = %q, want dnf (found before yum)", f.GetPackageManager())
+		t.Errorf("package manager = %q, want dnf (yum is no backend)", f.GetPackageManager())
 	}
 	if f.GetInitSystem() != "bash" || f.GetSystemdUsable() ||
 		f.GetSystemdDetail() != "systemd is not running (PID 1 is bash)" {
@@ -152,7 +153,8 @@ func TestGatherEtcOSReleaseWins(t *testing.T) {
 		"/etc/os-release":     "ID=debian\nVERSION_CODENAME=bookworm\n",
 		"/usr/lib/os-release": "ID=other\n",
 		"/proc/meminfo":       "MemTotal: 1 kB\n",
-		"/sbin/apt-get":       "",
+		"/bin/apt-get":        "",
+		"/bin/dpkg":           "",
 	})
 	f, err := Gather(context.Background(), root)
 	if err != nil {
@@ -173,6 +175,28 @@ func TestPackageManagerNone(t *testing.T) {
 	}
 	if pm := packageManager(root); pm != "" {
 		t.Errorf("packageManager = %q for a non-executable file", pm)
+	}
+}
+
+// The fact names the backend the packages module would detect, no other.
+func TestPackageManagerIsTheDetectedBackend(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		files []string
+		want  string
+	}{
+		{"apt-get without dpkg", []string{"/usr/bin/apt-get"}, ""},
+		{"yum only", []string{"/usr/bin/yum", "/usr/bin/rpm"}, ""},
+		{"zypper and dnf", []string{"/usr/bin/dnf", "/usr/bin/zypper", "/usr/bin/rpm"}, "zypper"},
+		{"apt beside dnf", []string{"/usr/bin/dnf", "/usr/bin/rpm", "/usr/bin/apt-get", "/usr/bin/dpkg"}, "apt"},
+	} {
+		files := map[string]string{}
+		for _, f := range c.files {
+			files[f] = "#!/bin/sh\n"
+		}
+		if pm := packageManager(writeRoot(t, files)); pm != c.want {
+			t.Errorf("%s: packageManager = %q, want %q", c.name, pm, c.want)
+		}
 	}
 }
 

@@ -20,6 +20,10 @@ func TestRunPackagesDetects(t *testing.T) {
 	if msg := run.result.GetError(); !strings.Contains(msg, "detect package manager under "+a.root+": none of apt, zypper, dnf found") {
 		t.Fatalf("result error = %q", msg)
 	}
+	// The facts agree: no package manager.
+	if f, err := a.client.Facts(t.Context(), &agentv1.FactsRequest{}); err != nil || f.GetPackageManager() != "" {
+		t.Errorf("facts package manager = %q, %v; want none", f.GetPackageManager(), err)
+	}
 }
 
 // With apt named, Check queries the host's real dpkg (read-only).

@@ -216,6 +216,7 @@ func TestHandshakeDefaultExe(t *testing.T) {
 
 func TestFactsAndStatus(t *testing.T) {
 	a := newTestAgent(t)
+	writeFile(t, filepath.Join(a.root, "/usr/bin/dpkg"), "#!/bin/sh\n", 0o755)
 	f, err := a.client.Facts(t.Context(), &agentv1.FactsRequest{})
 	if err != nil {
 		t.Fatal(err)
