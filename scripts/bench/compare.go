@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -261,11 +260,7 @@ func (c *compareResult) firstRatio() float64 {
 	if len(r) == 0 {
 		return math.NaN()
 	}
-	slices.Sort(r)
-	if len(r)%2 == 1 {
-		return r[len(r)/2]
-	}
-	return (r[len(r)/2-1] + r[len(r)/2]) / 2
+	return median(r)
 }
 
 // kthwOverhead is, per first run, what kthw spent outside the package

@@ -272,7 +272,7 @@ func compareRows(c *compareResult, o compareOpts) []row {
 			value: fmt.Sprintf("%s; apt task %s (it installs python3-apt for itself first)", spread(c.ansibleFirst), secs(c.ansibleApt.median()))},
 		{what: "first run, Ansible / kthw", value: fmt.Sprintf("%.2f×", af.Seconds()/kf.Seconds())},
 		{what: fmt.Sprintf("idempotent re-run, %d nodes: kthw `up`", n),
-			value: fmt.Sprintf("%s; controller CPU %s, peak RSS %s MB", spread(c.kthwNoop), secs(c.kthwNoopCPU.median()), num(float64(medianInt(c.kthwNoopRSS))*1024/1e6)),
+			value: fmt.Sprintf("%s; controller CPU %s, peak RSS %s MB", spread(c.kthwNoop), secs(c.kthwNoopCPU.median()), num(float64(median(c.kthwNoopRSS))*1024/1e6)),
 			goal:  "< 1 s", ratio: ratio(kn.Seconds() / 1)},
 		{what: fmt.Sprintf("idempotent re-run, %d nodes: kthw, where the time goes (longest node, medians)", n), value: stepBreakdown(c.kthwNoopSteps)},
 		{what: fmt.Sprintf("idempotent re-run, %d nodes: Ansible playbook", n),
@@ -314,7 +314,7 @@ func stepBreakdown(steps map[string]durations) string {
 func fanoutRows(rows []fanoutRow) []row {
 	var out []row
 	for _, r := range rows {
-		rssMB := float64(medianInt(r.rss)) * 1024 / 1e6
+		rssMB := float64(median(r.rss)) * 1024 / 1e6
 		maxAgent := int64(0)
 		if len(r.agentRSS) > 0 {
 			maxAgent = r.agentRSS[len(r.agentRSS)-1]
@@ -322,7 +322,7 @@ func fanoutRows(rows []fanoutRow) []row {
 		lo, hi := r.wall.minmax()
 		v := fmt.Sprintf("wall median %s (%s–%s, n=%d); controller CPU %s, peak RSS %s MB; nodes' CPU %s; agent VmHWM median %s MiB (max %s, %d agents)",
 			secs(r.wall.median()), num(lo.Seconds()), num(hi.Seconds()), len(r.wall), secs(r.cpu.median()), num(rssMB),
-			secs(r.nodeCPU.median()), num(float64(medianInt(r.agentRSS))/1024), num(float64(maxAgent)/1024), len(r.agentRSS))
+			secs(r.nodeCPU.median()), num(float64(median(r.agentRSS))/1024), num(float64(maxAgent)/1024), len(r.agentRSS))
 		if len(r.cpuByComm) > 0 {
 			v += "; nodes' CPU by program (one sampled run, " + secs(r.sampledCPU) + " in all): " + topPrograms(r.cpuByComm, 5)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,34 +69,37 @@ const clockTicks = 100
 // agents, apt). The difference of two calls is what the trees used in
 // between, wherever the processes came and went.
 func treeCPU(roots []int) time.Duration {
-	procs := readProcs()
-	children := map[int][]int{}
-	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p.pid)
+	var ticks int64
+	for _, p := range below(readProcs(), roots) {
+		ticks += p.utime + p.stime + p.cutime + p.cstime
 	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// below returns the processes of procs below the roots, roots included.
+func below(procs []procInfo, roots []int) []procInfo {
+	children := map[int][]int{}
 	byPID := map[int]procInfo{}
 	for _, p := range procs {
+		children[p.ppid] = append(children[p.ppid], p.pid)
 		byPID[p.pid] = p
 	}
-	var ticks int64
+	var out []procInfo
 	seen := map[int]bool{}
-	var walk func(int)
-	walk = func(pid int) {
+	stack := slices.Clone(roots)
+	for len(stack) > 0 {
+		pid := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
 		if seen[pid] {
-			return
+			continue
 		}
 		seen[pid] = true
 		if p, ok := byPID[pid]; ok {
-			ticks += p.utime + p.stime + p.cutime + p.cstime
+			out = append(out, p)
 		}
-		for _, c := range children[pid] {
-			walk(c)
-		}
+		stack = append(stack, children[pid]...)
 	}
-	for _, r := range roots {
-		walk(r)
-	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	return out
 }
 
 type procInfo struct {
@@ -178,35 +182,23 @@ func startAgentSampler(roots []int, every time.Duration) *agentSampler {
 
 func (s *agentSampler) sample() {
 	procs := readProcs()
-	children := map[int][]int{}
-	byPID := map[int]procInfo{}
+	comm := make(map[int]string, len(procs))
 	for _, p := range procs {
-		children[p.ppid] = append(children[p.ppid], p.pid)
-		byPID[p.pid] = p
+		comm[p.pid] = p.comm
 	}
-	stack := append([]int(nil), s.roots...)
-	seen := map[int]bool{}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(stack) > 0 {
-		pid := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
-		p := byPID[pid]
+	for _, p := range below(procs, s.roots) {
 		if s.start {
-			s.first[pid] = p.utime + p.stime
+			s.first[p.pid] = p.utime + p.stime
 		}
-		s.cpu[pid] = procCPU{comm: p.comm, ticks: p.utime + p.stime}
+		s.cpu[p.pid] = procCPU{comm: p.comm, ticks: p.utime + p.stime}
 		// An agent, not a child it forked that has not exec'd yet.
-		if p.comm == "kthw-agent" && byPID[p.ppid].comm != "kthw-agent" {
-			if hwm, ok := vmHWM(pid); ok {
-				s.hwm[pid] = hwm
+		if p.comm == "kthw-agent" && comm[p.ppid] != "kthw-agent" {
+			if hwm, ok := vmHWM(p.pid); ok {
+				s.hwm[p.pid] = hwm
 			}
 		}
-		stack = append(stack, children[pid]...)
 	}
 }
 
@@ -269,17 +261,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 // durations holds samples and answers medians.
 type durations []time.Duration
 
-func (d durations) median() time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := append(durations(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+func (d durations) median() time.Duration { return median(d) }
 
 func (d durations) minmax() (time.Duration, time.Duration) {
 	if len(d) == 0 {
@@ -292,12 +274,13 @@ func (d durations) minmax() (time.Duration, time.Duration) {
 	return lo, hi
 }
 
-func medianInt(v []int64) int64 {
+// median returns the median of v, the mean of the middle two for an even
+// count, 0 for none.
+func median[T ~int64 | ~float64](v []T) T {
 	if len(v) == 0 {
 		return 0
 	}
-	s := append([]int64(nil), v...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := slices.Sorted(slices.Values(v))
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
 	}
