@@ -105,3 +105,39 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// The workspace's files get their own modes, whatever a file they replace had, and no
+// temporary file is left beside them.
+func TestFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ws")
+	w, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := os.WriteFile(w.KnownHostsPath(), []byte("# kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := newKey(t)
+	if err := w.PinHostKey("10.0.0.1:22", line); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]os.FileMode{KeyFile: 0o600, KeyFile + ".pub": 0o644, KnownHostsFile: 0o600} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, %v; want %v", name, fi.Mode().Perm(), err, want)
+		}
+	}
+	if b, _ := os.ReadFile(w.KnownHostsPath()); !strings.HasPrefix(string(b), "# kept\n10.0.0.1 ") {
+		t.Errorf("known_hosts = %q", b)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
