@@ -12,10 +12,11 @@
 //
 // Files, one concern each: endpoint.go (how to reach etcd), client.go
 // (connecting, and errors that say what is wrong), save.go (a snapshot),
-// trailer.go (etcd's sha256 trailer, Verify), revision.go (a snapshot's
-// revision), manifest.go (the manifest next to a snapshot), list.go,
-// retention.go, lock.go, status.go, restore.go and archive.go (the node
-// half of a restore).
+// verify.go (etcdsnap's checks of a file, and its revision), revision.go (a
+// snapshot's revision), manifest.go (crash-safe writes of manifests),
+// list.go, retention.go, lock.go, status.go, restore.go and archive.go (the
+// node half of a restore). The file format itself, etcd's trailer and the
+// manifest, is package etcdsnap's, shared with the controller.
 package etcd
 
 import (
