@@ -83,9 +83,6 @@ func New(l *lab.Lab, o Options) (*Backend, error) {
 		hostKeys: map[int][]byte{}, leases: map[int]netip.Prefix{}}, nil
 }
 
-// Lab returns the backend's lab.
-func (b *Backend) Lab() *lab.Lab { return b.lab }
-
 // Machine is the lab node name of a VM.
 func (b *Backend) Machine(vmid int) string { return b.prefix + strconv.Itoa(vmid) }
 
