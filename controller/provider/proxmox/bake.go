@@ -101,18 +101,16 @@ func (p *Provider) bake(ctx context.Context, c *pve.Client, r vmRef, rc *Recipe,
 	}
 	// Delete what the one boot was given: a template carries no user,
 	// key or address.
-	var del []string
-	for _, o := range opts {
-		del = append(del, o.Name)
+	del := make([]string, len(opts))
+	for i, opt := range opts {
+		del[i] = opt.Name
 	}
-	if len(del) > 0 {
-		task, err := handle(c, r).Config(ctx, pve.VirtualMachineOption{Name: "delete", Value: strings.Join(del, ",")})
-		if err == nil {
-			err = p.w.waitTask(ctx, task, p.cfg.TaskTimeout)
-		}
-		if err != nil {
-			return authError("delete the builder VM's one-boot cloud-init settings", err)
-		}
+	task, err = handle(c, r).Config(ctx, pve.VirtualMachineOption{Name: "delete", Value: strings.Join(del, ",")})
+	if err == nil {
+		err = p.w.waitTask(ctx, task, p.cfg.TaskTimeout)
+	}
+	if err != nil {
+		return authError("delete the builder VM's one-boot cloud-init settings", err)
 	}
 	return nil
 }
