@@ -57,12 +57,11 @@ type Plain struct {
 	mu    sync.Mutex
 	w     io.Writer
 	start time.Time
-	now   func() time.Time
 }
 
 // NewPlain returns a plain-line sink writing to w.
 func NewPlain(w io.Writer) *Plain {
-	return &Plain{w: w, start: time.Now(), now: time.Now}
+	return &Plain{w: w, start: time.Now()}
 }
 
 // Emit implements Sink.
