@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kthw/kthw/distro/profile"
 	"io"
 	"os"
 	"sort"
@@ -28,6 +27,7 @@ import (
 	"github.com/kthw/kthw/controller/secret"
 	"github.com/kthw/kthw/controller/state"
 	"github.com/kthw/kthw/controller/workspace"
+	"github.com/kthw/kthw/distro/profile"
 )
 
 // clusterFlags select the cluster and its workspace.
@@ -69,12 +69,12 @@ func (f *clusterFlags) loadCluster() (*config.Cluster, error) {
 		}
 	} else {
 		if f.profile == "" {
-			return nil, errors.New("give --profile (debian, ubuntu, suse, rocky) or a cluster file with -f")
+			return nil, fmt.Errorf("give --profile (%s) or a cluster file with -f", strings.Join(profile.List(), ", "))
 		}
 		c = config.Default(f.profile)
 	}
 	c.SetDefaults()
-	if err := c.Validate(config.DefaultProfiles()); err != nil {
+	if err := c.Validate(profile.List()); err != nil {
 		return nil, fmt.Errorf("invalid cluster:\n%w", err)
 	}
 	return c, nil
