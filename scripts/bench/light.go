@@ -100,13 +100,18 @@ type pkgSpec struct{ name, version string }
 
 // ensureLayer returns an overlay layer over img with pkgs installed by apt in
 // a chroot (services not started), built once and cached by image and
-// package list.
+// package list with the versions they must match.
 func (ll *lightLab) ensureLayer(ctx context.Context, img lab.Image, pkgs []pkgSpec) (string, error) {
-	var names []string
+	var names, specs []string
 	for _, p := range pkgs {
 		names = append(names, p.name)
+		spec := p.name
+		if p.version != "" {
+			spec += "=" + p.version
+		}
+		specs = append(specs, spec)
 	}
-	key := img.Hash + "-" + strings.Join(names, "-")
+	key := img.Hash + "-" + strings.Join(specs, "-")
 	layer := filepath.Join(ll.dir, "layers", key)
 	if isDir(layer) {
 		return layer, nil
