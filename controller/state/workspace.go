@@ -3,7 +3,6 @@ package state
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 )
@@ -16,18 +15,13 @@ const EnvWorkspace = "KTHW_WORKSPACE"
 // root.
 const RootWorkspaces = "/var/lib/kthw/workspaces"
 
-// WorkspaceEnv is what ResolveWorkspace reads from the process; tests fill
-// it by hand.
+// WorkspaceEnv is what ResolveWorkspace reads from the process: the CLI
+// fills it with its injected environment, tests by hand.
 type WorkspaceEnv struct {
 	// Getenv looks up an environment variable.
 	Getenv func(key string) string
 	// Root reports whether the process runs as root (effective uid 0).
 	Root bool
-}
-
-// ProcessWorkspaceEnv returns the WorkspaceEnv of this process.
-func ProcessWorkspaceEnv() WorkspaceEnv {
-	return WorkspaceEnv{Getenv: os.Getenv, Root: os.Geteuid() == 0}
 }
 
 // ResolveWorkspace returns the absolute workspace directory of a cluster, the

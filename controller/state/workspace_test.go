@@ -55,11 +55,3 @@ func TestResolveWorkspace(t *testing.T) {
 		})
 	}
 }
-
-func TestProcessWorkspaceEnv(t *testing.T) {
-	t.Setenv(EnvWorkspace, "/from/env")
-	got, err := ResolveWorkspace("", "lab", ProcessWorkspaceEnv())
-	if err != nil || got != "/from/env" {
-		t.Fatalf("ResolveWorkspace() = %q, %v; want /from/env", got, err)
-	}
-}
