@@ -2,8 +2,8 @@ package action
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -13,19 +13,16 @@ import (
 
 // TemplateOptions are what template build needs.
 type TemplateOptions struct {
-	// Profile names the recipe (images/proxmox/<profile>.yaml).
-	Profile string
+	// Recipe is the profile's template recipe (proxmox.LoadRecipe); an
+	// image that carries the guest agent already (a volume prepared by
+	// hand) has Image.GuestAgent set and is not baked.
+	Recipe *proxmox.Recipe
 	// Provider is the proxmox provider of the cluster file, which says
 	// where to build (endpoint, node, storage, bridge) and the template's
 	// name.
 	Provider *proxmox.Provider
-	// Recipes overrides the embedded recipes (tests).
-	Recipes fs.FS
-	// NoBake treats the image as one that carries the guest agent (a
-	// volume prepared by hand).
-	NoBake bool
-	Build  proxmox.BuildOptions
-	Events progress.Sink
+	Build    proxmox.BuildOptions
+	Events   progress.Sink
 }
 
 // TemplateBuild creates the profile's VM template on Proxmox, or finds it
@@ -34,12 +31,9 @@ func TemplateBuild(ctx context.Context, o TemplateOptions) (proxmox.BuildResult,
 	if o.Events == nil {
 		o.Events = progress.Discard{}
 	}
-	r, err := proxmox.LoadRecipe(o.Recipes, o.Profile)
-	if err != nil {
-		return proxmox.BuildResult{}, err
-	}
-	if o.NoBake {
-		r.Image.GuestAgent = true
+	r := o.Recipe
+	if r == nil {
+		return proxmox.BuildResult{}, errors.New("build template: no recipe")
 	}
 	start := time.Now()
 	emit := func(st progress.Status, msg string) {

@@ -101,7 +101,7 @@ func (c *CLI) templateCmd(g *globalOptions) *cobra.Command {
 				return err
 			}
 			res, err := action.TemplateBuild(cmd.Context(), action.TemplateOptions{
-				Profile: cl.Profile, Provider: p, Build: o, Events: events, NoBake: noBake,
+				Recipe: r, Provider: p, Build: o, Events: events,
 			})
 			if err != nil {
 				return err
