@@ -270,13 +270,14 @@ func moveAll(from, to string, names ...string) ([]string, error) {
 	return moved, nil
 }
 
-// waitStopped waits until nothing accepts connections at addr.
+// waitStopped waits until nothing accepts connections at addr. When ctx
+// ends first, the error wraps ctx's.
 func waitStopped(ctx context.Context, addr string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		d := net.Dialer{Timeout: time.Second}
-		c, err := d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(wctx, "tcp", addr)
 		switch {
 		case errors.Is(err, syscall.ECONNREFUSED):
 			return nil // stopped
@@ -284,7 +285,10 @@ func waitStopped(ctx context.Context, addr string, timeout time.Duration) error 
 			c.Close()
 		}
 		select {
-		case <-ctx.Done():
+		case <-wctx.Done():
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("wait for etcd to stop: %w", err)
+			}
 			return fmt.Errorf("etcd still listens on %s %s after its manifest was moved out (is the kubelet running?)", addr, timeout)
 		case <-time.After(500 * time.Millisecond):
 		}

@@ -235,6 +235,23 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Log(err)
 		assertUntouched(t, o, old)
 	})
+	t.Run("canceled while etcd runs", func(t *testing.T) {
+		o, old := restoreFixture(t)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		o.WatchAddr = l.Addr().String()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = ApplyRestore(ctx, o)
+		if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "still listens") || !strings.Contains(err.Error(), "nothing changed") {
+			t.Fatalf("got %v", err)
+		}
+		t.Log(err)
+		assertUntouched(t, o, old)
+	})
 	t.Run("resume", func(t *testing.T) {
 		o, _ := restoreFixture(t)
 		// An earlier run died after moving the manifests out.
