@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/kthw/kthw/controller/config"
-	"github.com/kthw/kthw/controller/nodeprep"
 )
 
 // benchEnv is what the lab benchmarks share: the binaries (copied, so that a
@@ -202,7 +201,7 @@ func (e *benchEnv) runUp(ctx context.Context, argv []string) (runStat, upOutcome
 // playbookVars renders the playbook's inputs from kthw's own node-prep
 // parameters for the cluster, so both tools get the same values.
 func playbookVars(cl *config.Cluster, specs []config.NodeSpec) ([]byte, error) {
-	p, err := nodeprep.FromProfile(cl, specs)
+	p, err := nodeprepParams(cl, specs)
 	if err != nil {
 		return nil, err
 	}
@@ -236,9 +235,6 @@ func playbookVars(cl *config.Cluster, specs []config.NodeSpec) ([]byte, error) {
 		v.Hosts = append(v.Hosts, host{h.GetAddress(), h.GetNames()})
 	}
 	c := p.Containerd
-	if c == nil {
-		return nil, errors.New("the playbook expects the containerd module")
-	}
 	version := 0
 	for _, pk := range c.GetPackages() {
 		name := pk.GetName()
