@@ -120,6 +120,11 @@ func TestEtcdSnapshotModule(t *testing.T) {
 	if err != nil || len(list.GetSnapshots()) != 1 || list.GetSnapshots()[0].GetManifest().GetSha256() != man.GetSha256() {
 		t.Fatalf("list %v %v", list, err)
 	}
+	for _, dir := range []string{"relative", "/var/lib/../x"} {
+		if _, err := a.client.ListEtcdSnapshots(t.Context(), &agentv1.ListEtcdSnapshotsRequest{Dir: dir}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("list %q: %v, want InvalidArgument", dir, err)
+		}
+	}
 	data, _, tr, err := readAll(t, a.client, list.GetSnapshots()[0].GetPath())
 	if err != nil || tr.GetSha256() != man.GetSha256() || hexSHA(data) != man.GetSha256() {
 		t.Fatalf("read back: %v %v", tr, err)
