@@ -16,15 +16,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// ExitError carries a specific exit code for main.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string { return e.Err.Error() }
-func (e *ExitError) Unwrap() error { return e.Err }
-
 // ErrSomeFailed is returned when at least one target failed; the failures were
 // already reported per target.
 var ErrSomeFailed = errors.New("one or more targets failed")

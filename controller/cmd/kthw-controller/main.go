@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,11 +21,6 @@ func main() {
 	if err == nil {
 		return
 	}
-	code := 1
-	var ee *cli.ExitError
-	if errors.As(err, &ee) {
-		code = ee.Code
-	}
 	fmt.Fprintln(os.Stderr, "kthw-controller:", err)
-	os.Exit(code)
+	os.Exit(1)
 }
