@@ -122,7 +122,7 @@ func (t *rpmTools) KeyTrusted(ctx context.Context, key []byte) (bool, error) {
 
 // ImportKey runs rpm --import on the key file RepoFiles wrote.
 func (t *rpmTools) ImportKey(ctx context.Context, name string) error {
-	path := filepath.Join("/", t.opts.Root, t.opts.InstallRoot, t.keyPath(name))
+	path := t.opts.path(t.keyPath(name))
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("import key of repository %s: %w", name, err)
 	}
