@@ -18,8 +18,9 @@ import (
 
 // Defaults on the nodes: kubeadm's and kthw's paths.
 const (
-	// NodeSnapshotDir is where nodes keep etcd snapshots.
-	NodeSnapshotDir = "/var/lib/kthw/etcd-snapshots"
+	// NodeSnapshotDir is where nodes keep etcd snapshots when the
+	// cluster file does not say: the default of etcd.snapshots.dir.
+	NodeSnapshotDir = config.DefaultEtcdSnapshotDir
 	// NodeManifestDir is the kubelet's static-pod directory.
 	NodeManifestDir = "/etc/kubernetes/manifests"
 )
@@ -46,6 +47,18 @@ func controlPlane(cl *config.Cluster, name string) (config.NodeSpec, error) {
 		return config.NodeSpec{}, fmt.Errorf("cluster %s has no node %s", cl.Name, name)
 	}
 	return config.NodeSpec{}, fmt.Errorf("cluster %s has no control-plane node", cl.Name)
+}
+
+// snapshotDir is the nodes' snapshot directory: dir when given, else the
+// cluster file's etcd.snapshots.dir, else NodeSnapshotDir.
+func snapshotDir(cl *config.Cluster, dir string) string {
+	if dir == "" && cl.Etcd.Snapshots != nil {
+		dir = cl.Etcd.Snapshots.Dir
+	}
+	if dir == "" {
+		dir = NodeSnapshotDir
+	}
+	return dir
 }
 
 // controlPlanes returns every control-plane node (name "") or the one named.

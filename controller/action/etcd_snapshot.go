@@ -61,16 +61,9 @@ func EtcdSnapshot(ctx context.Context, o ClusterOptions, so EtcdSnapshotOptions)
 	if err != nil {
 		return nil, err
 	}
-	if s := o.Cluster.Etcd.Snapshots; s != nil {
-		if so.Dir == "" {
-			so.Dir = s.Dir
-		}
-		if so.Keep == 0 {
-			so.Keep = s.Keep
-		}
-	}
-	if so.Dir == "" {
-		so.Dir = NodeSnapshotDir
+	so.Dir = snapshotDir(o.Cluster, so.Dir)
+	if s := o.Cluster.Etcd.Snapshots; s != nil && so.Keep == 0 {
+		so.Keep = s.Keep
 	}
 	rep := &EtcdSnapshotReport{Node: spec.Name}
 	o.emit(spec.Name, "connect", progress.Started, "", 0)
@@ -177,12 +170,7 @@ func EtcdSnapshots(ctx context.Context, o ClusterOptions, nodeName, dir string, 
 	if err != nil {
 		return local, nil, err
 	}
-	if dir == "" && o.Cluster.Etcd.Snapshots != nil {
-		dir = o.Cluster.Etcd.Snapshots.Dir
-	}
-	if dir == "" {
-		dir = NodeSnapshotDir
-	}
+	dir = snapshotDir(o.Cluster, dir)
 	out := fanout.Each(ctx, len(specs), o.Concurrency, func(ctx context.Context, i int) (NodeSnapshots, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
