@@ -10,8 +10,7 @@
 // place; a corrupted or truncated upload is removed and nothing is installed. So a file at the
 // content-addressed path was verified when it was installed, and ExecCommand starts it without
 // hashing it again: the agent reports the sha256 of its running binary in the Handshake, and a
-// caller that sees another hash uploads again (see controller/node). Push is the stand-alone
-// form: a check that does hash the installed file, then Upload when it is missing or differs.
+// caller that sees another hash uploads again (see controller/node).
 // Remote commands run as root (through "sudo -n" for other users) and report their result on a
 // line that starts with a per-push random marker, so whatever a chatty login shell prints to
 // stdout cannot be mistaken for the answer.
@@ -79,18 +78,6 @@ type Result struct {
 	Bytes      int64  // bytes sent (0 when not uploaded)
 }
 
-// Push makes sure the node behind c has localBinary at Result.RemotePath, hashing what is
-// there. user is the SSH user (commands run through sshx.SudoPrefix(user)). A node that
-// already has the binary costs one remote command, a node that needs it two. Errors wrap *sshx.RemoteError (with
-// sshx.ErrSudoPassword when sudo wants a password) or *CorruptedError.
-func (p Pusher) Push(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
-	res, err := p.push(ctx, c, user, localBinary)
-	if err != nil {
-		return Result{}, fmt.Errorf("push agent: %w", err)
-	}
-	return res, nil
-}
-
 // Locate returns where localBinary lives on a node under dir (DefaultDir if empty): its
 // sha256 and remote path. Nothing is sent. The hash is remembered per path, size and mtime in
 // memory and, when stampFile is set, in that file (with the binary's inode and ctime), so a
@@ -110,39 +97,11 @@ func Locate(localBinary, dir, stampFile string) (Result, error) {
 	return Result{RemotePath: path.Join(dir, sum, BinaryName), SHA256: sum}, nil
 }
 
-func (p Pusher) push(ctx context.Context, c *ssh.Client, user, localBinary string) (Result, error) {
-	res, err := Locate(localBinary, p.Dir, "")
-	if err != nil {
-		return Result{}, err
-	}
-	marker, err := randomHex(12)
-	if err != nil {
-		return Result{}, err
-	}
-	marker = "KTHW-PUSH-" + marker
-	dir := path.Dir(path.Dir(res.RemotePath))
-
-	// Round trip 1: is it there already?
-	out, err := sshx.RunOp(ctx, c, "check agent", sshx.SudoPrefix(user)+sshx.Command("/bin/sh", "-c", checkScript, "kthw-push", dir, res.SHA256, marker), nil)
-	if err != nil {
-		return Result{}, err
-	}
-	switch verdict, _ := result(out, marker); verdict {
-	case "present":
-		return res, nil
-	case "absent":
-	default:
-		return Result{}, fmt.Errorf("check agent on %s: no result in output %q", c.RemoteAddr(), tail(out))
-	}
-	if err := ctx.Err(); err != nil {
-		return Result{}, err
-	}
-	// Round trip 2: upload, verify, install.
-	return p.upload(ctx, c, user, localBinary, res)
-}
-
 // Upload sends localBinary to the node behind c whether or not it is there, verifies it and
-// installs it at Result.RemotePath, replacing what was there. Errors are as for Push.
+// installs it at Result.RemotePath, replacing what was there, in one remote command. user is
+// the SSH user (the command runs through sshx.SudoPrefix(user)). Errors wrap
+// *sshx.RemoteError (with sshx.ErrSudoPassword when sudo wants a password) or
+// *CorruptedError.
 func (p Pusher) Upload(ctx context.Context, c *ssh.Client, user string, localBinary string) (Result, error) {
 	res, err := Locate(localBinary, p.Dir, "")
 	if err == nil {
@@ -218,15 +177,6 @@ exit ` + strconv.Itoa(ExitNotInstalled)
 
 // exitMismatch is the upload script's exit status for a sha256 mismatch.
 const exitMismatch = 86
-
-// checkScript prints "<marker> present" if $1/$2/kthw-agent exists with sha256 $2, else
-// "<marker> absent". Arguments: dir sha marker.
-const checkScript = `f="$1/$2/` + BinaryName + `"
-if [ -f "$f" ] && [ ! -L "$f" ]; then
-	s=$(sha256sum < "$f") || s=
-	if [ "${s%% *}" = "$2" ]; then echo; echo "$3 present"; exit 0; fi
-fi
-echo; echo "$3 absent"`
 
 // uploadScript streams stdin into a temporary file next to the target, checks its sha256,
 // and renames it into place; on any failure the temporary file is removed. Arguments: dir

@@ -110,52 +110,46 @@ func checkNoParts(t *testing.T, dir string) {
 	})
 }
 
-func TestPushUploadThenCached(t *testing.T) {
+func TestUploadAndReplace(t *testing.T) {
 	e := newEnv(t, "root")
 	local, sum := fakeBinary(t, 300<<10)
 	p := push.Pusher{Dir: remoteDir(t)}
 	ctx := context.Background()
 
+	loc, err := push.Locate(local, p.Dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	before := e.sessions()
-	res, err := p.Push(ctx, e.c, e.user, local)
+	res, err := p.Upload(ctx, e.c, e.user, local)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := push.Result{RemotePath: filepath.Join(p.Dir, sum, push.BinaryName), SHA256: sum, Uploaded: true, Bytes: 300 << 10}
 	if res != want {
-		t.Errorf("first push = %+v, want %+v", res, want)
+		t.Errorf("upload = %+v, want %+v", res, want)
 	}
-	if n := e.sessions() - before; n != 2 {
-		t.Errorf("first push took %d remote commands, want 2", n)
-	}
-	checkInstalled(t, p.Dir, sum, local)
-
-	before = e.sessions()
-	res, err = p.Push(ctx, e.c, e.user, local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want.Uploaded, want.Bytes = false, 0
-	if res != want {
-		t.Errorf("second push = %+v, want %+v", res, want)
+	if loc.RemotePath != want.RemotePath || loc.SHA256 != sum || loc.Uploaded {
+		t.Errorf("Locate = %+v, want path and hash of %+v", loc, want)
 	}
 	if n := e.sessions() - before; n != 1 {
-		t.Errorf("re-push took %d remote commands, want 1", n)
+		t.Errorf("upload took %d remote commands, want 1", n)
 	}
+	checkInstalled(t, p.Dir, sum, local)
 
 	// A damaged remote copy is replaced.
 	if err := os.WriteFile(res.RemotePath, []byte("damaged"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	res, err = p.Push(ctx, e.c, e.user, local)
-	if err != nil || !res.Uploaded {
-		t.Fatalf("push over damaged copy = %+v, %v", res, err)
+	res, err = p.Upload(ctx, e.c, e.user, local)
+	if err != nil || res != want {
+		t.Fatalf("upload over damaged copy = %+v, %v; want %+v", res, err, want)
 	}
 	checkInstalled(t, p.Dir, sum, local)
 }
 
-// A real binary (this test executable), pushed through sudo, runs on the node.
-func TestPushSudoRealBinary(t *testing.T) {
+// A real binary (this test executable), uploaded through sudo, runs on the node.
+func TestUploadSudoRealBinary(t *testing.T) {
 	e := newEnv(t, sshdtest.UserSudo)
 	self, err := os.Executable()
 	if err != nil {
@@ -163,45 +157,39 @@ func TestPushSudoRealBinary(t *testing.T) {
 	}
 	p := push.Pusher{Dir: remoteDir(t)}
 	ctx := context.Background()
-	res, err := p.Push(ctx, e.c, e.user, self)
+	res, err := p.Upload(ctx, e.c, e.user, self)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(self)
 	if !res.Uploaded || res.Bytes != fi.Size() {
-		t.Errorf("push = %+v, want uploaded %d bytes", res, fi.Size())
+		t.Errorf("upload = %+v, want uploaded %d bytes", res, fi.Size())
 	}
 	checkInstalled(t, p.Dir, res.SHA256, self)
-	out, err := sshx.Run(ctx, e.c, sshx.SudoPrefix(e.user)+sshx.Command(res.RemotePath, "-test.list", "^TestPushSudoRealBinary$"), nil)
-	if err != nil || string(out) != "TestPushSudoRealBinary\n" {
-		t.Errorf("run pushed binary = %q, %v", out, err)
-	}
-	if res, err := p.Push(ctx, e.c, e.user, self); err != nil || res.Uploaded {
-		t.Errorf("re-push = %+v, %v", res, err)
+	out, err := sshx.Run(ctx, e.c, sshx.SudoPrefix(e.user)+sshx.Command(res.RemotePath, "-test.list", "^TestUploadSudoRealBinary$"), nil)
+	if err != nil || string(out) != "TestUploadSudoRealBinary\n" {
+		t.Errorf("run uploaded binary = %q, %v", out, err)
 	}
 }
 
-func TestPushNoisyShell(t *testing.T) {
+func TestUploadNoisyShell(t *testing.T) {
 	e := newEnv(t, sshdtest.UserNoisy)
 	local, sum := fakeBinary(t, 4096)
 	p := push.Pusher{Dir: remoteDir(t)}
 	ctx := context.Background()
-	res, err := p.Push(ctx, e.c, e.user, local)
+	res, err := p.Upload(ctx, e.c, e.user, local)
 	if err != nil || !res.Uploaded || res.SHA256 != sum {
-		t.Fatalf("push = %+v, %v", res, err)
+		t.Fatalf("upload = %+v, %v", res, err)
 	}
 	checkInstalled(t, p.Dir, sum, local)
-	if res, err := p.Push(ctx, e.c, e.user, local); err != nil || res.Uploaded {
-		t.Fatalf("re-push = %+v, %v", res, err)
-	}
 }
 
-func TestPushSudoPassword(t *testing.T) {
+func TestUploadSudoPassword(t *testing.T) {
 	e := newEnv(t, sshdtest.UserPassword)
 	local, _ := fakeBinary(t, 4096)
 	p := push.Pusher{Dir: remoteDir(t)}
 	before := e.sessions()
-	_, err := p.Push(context.Background(), e.c, e.user, local)
+	_, err := p.Upload(context.Background(), e.c, e.user, local)
 	if !errors.Is(err, sshx.ErrSudoPassword) {
 		t.Fatalf("err = %v, want ErrSudoPassword", err)
 	}
@@ -233,7 +221,7 @@ func (f *flipByte) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestPushCorruptedOrTruncated(t *testing.T) {
+func TestUploadCorruptedOrTruncated(t *testing.T) {
 	e := newEnv(t, sshdtest.UserSudo)
 	const size = 200 << 10
 	local, sum := fakeBinary(t, size)
@@ -248,7 +236,7 @@ func TestPushCorruptedOrTruncated(t *testing.T) {
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			p := push.Pusher{Dir: remoteDir(t), WrapUpload: c.wrap}
-			_, err := p.Push(context.Background(), e.c, e.user, local)
+			_, err := p.Upload(context.Background(), e.c, e.user, local)
 			var ce *push.CorruptedError
 			if !errors.Is(err, push.ErrCorrupted) || !errors.As(err, &ce) {
 				t.Fatalf("err = %v, want ErrCorrupted", err)
@@ -265,10 +253,10 @@ func TestPushCorruptedOrTruncated(t *testing.T) {
 			}
 			checkNoParts(t, p.Dir)
 
-			// And a clean push afterwards works.
+			// And a clean upload afterwards works.
 			p.WrapUpload = nil
-			if res, err := p.Push(context.Background(), e.c, e.user, local); err != nil || !res.Uploaded {
-				t.Fatalf("clean push = %+v, %v", res, err)
+			if res, err := p.Upload(context.Background(), e.c, e.user, local); err != nil || !res.Uploaded {
+				t.Fatalf("clean upload = %+v, %v", res, err)
 			}
 			checkInstalled(t, p.Dir, sum, local)
 		})
@@ -295,14 +283,14 @@ func (s *stall) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func TestPushCancelled(t *testing.T) {
+func TestUploadCancelled(t *testing.T) {
 	e := newEnv(t, sshdtest.UserSudo)
 	local, sum := fakeBinary(t, 100<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	p := push.Pusher{Dir: remoteDir(t), WrapUpload: func(r io.Reader) io.Reader { return &stall{ctx: ctx, r: r, left: 50 << 10} }}
 	start := time.Now()
-	_, err := p.Push(ctx, e.c, e.user, local)
+	_, err := p.Upload(ctx, e.c, e.user, local)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
@@ -323,12 +311,12 @@ func TestPushCancelled(t *testing.T) {
 	}
 }
 
-func TestPushBadInput(t *testing.T) {
+func TestUploadBadInput(t *testing.T) {
 	e := newEnv(t, "root")
-	if _, err := (push.Pusher{Dir: "relative"}).Push(context.Background(), e.c, "root", "/nonexistent"); err == nil {
+	if _, err := (push.Pusher{Dir: "relative"}).Upload(context.Background(), e.c, "root", "/nonexistent"); err == nil {
 		t.Error("relative Dir accepted")
 	}
-	_, err := (push.Pusher{Dir: remoteDir(t)}).Push(context.Background(), e.c, "root", filepath.Join(t.TempDir(), "missing"))
+	_, err := (push.Pusher{Dir: remoteDir(t)}).Upload(context.Background(), e.c, "root", filepath.Join(t.TempDir(), "missing"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing binary: %v", err)
 	}
