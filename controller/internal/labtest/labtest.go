@@ -11,13 +11,14 @@ package labtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,7 +68,8 @@ func Skip(t testing.TB) {
 	}
 }
 
-// Start boots n nodes named node-1..node-n and connects an agent to each.
+// Start boots n nodes named node-1..node-n and connects an agent to each;
+// Nodes[i] is node-<i+1>.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	Skip(t)
@@ -113,30 +115,21 @@ func Start(t testing.TB, n int) *Cluster {
 		ControllerVersion: "labtest",
 	}
 
-	type res struct {
-		n   *Node
-		err error
+	nodes := make([]*Node, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { nodes[i], errs[i] = c.boot(ctx, i+1) })
 	}
-	ch := make(chan res, n)
-	for i := 1; i <= n; i++ {
-		go func(i int) {
-			nd, err := c.boot(ctx, i)
-			ch <- res{nd, err}
-		}(i)
-	}
-	var errs []string
-	for i := 0; i < n; i++ {
-		r := <-ch
-		if r.err != nil {
-			errs = append(errs, r.err.Error())
-			continue
+	wg.Wait()
+	for _, nd := range nodes {
+		if nd != nil {
+			c.Nodes = append(c.Nodes, nd) // in name order: node-1 first
 		}
-		c.Nodes = append(c.Nodes, r.n)
 	}
-	if len(errs) > 0 {
-		t.Fatalf("labtest: %s", strings.Join(errs, "; "))
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("labtest: %v", err)
 	}
-	sortNodes(c.Nodes)
 	return c
 }
 
@@ -193,14 +186,6 @@ func (c *Cluster) Exec(t testing.TB, nd *Node, cmd string) string {
 		t.Fatalf("labtest: %s on %s: %v", cmd, nd.Name, err)
 	}
 	return string(out)
-}
-
-func sortNodes(ns []*Node) {
-	for i := 1; i < len(ns); i++ {
-		for j := i; j > 0 && ns[j].Name < ns[j-1].Name; j-- {
-			ns[j], ns[j-1] = ns[j-1], ns[j]
-		}
-	}
 }
 
 // takeSlot locks a free slot for the test's lifetime.
