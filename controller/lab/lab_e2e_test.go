@@ -20,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/kthw/kthw/controller/lab"
 )
@@ -33,6 +34,7 @@ import (
 const (
 	e2eDir    = "/var/lib/kthw/lab-e2e"
 	e2eBridge = "kthwlabt0"
+	e2eLock   = "/run/lock/kthw-lab-e2e.lock"
 )
 
 var e2eRange = netip.MustParsePrefix("10.200.213.1/24")
@@ -311,6 +313,16 @@ func newE2ELab(t *testing.T) (*lab.Lab, context.Context) {
 	}
 	if err := lab.Problems(l.Doctor(t.Context())); err != nil {
 		t.Skipf("lab e2e: this machine cannot run the lab:\n%v", err)
+	}
+	// One run at a time on the machine: the directory, bridge and range are fixed, and a run
+	// starts by tearing down what it finds there. Released after the teardown below.
+	lock, err := os.OpenFile(e2eLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatalf("lock %s: %v", e2eLock, err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	t.Cleanup(cancel)
