@@ -22,7 +22,6 @@ import (
 type Provider struct {
 	lab        *lab.Lab
 	cluster    string
-	roles      map[string]config.Role
 	authorized []byte
 	gateway    netip.Addr
 }
