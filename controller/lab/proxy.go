@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/google/renameio/v2"
 )
 
 const acngProg = "apt-cacher-ng"
@@ -215,7 +217,7 @@ func (l *Lab) writeProxyConf(r *Recipe, archives []ResolvedArchive) error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if err := writeFileAtomic(filepath.Join(conf, n), []byte(files[n]), 0o644); err != nil {
+		if err := renameio.WriteFile(filepath.Join(conf, n), []byte(files[n]), 0o644); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -155,7 +156,7 @@ func writeRecord(dir string, r *nodeRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, recordFile), append(data, '\n'), 0o644); err != nil {
+	if err := renameio.WriteFile(filepath.Join(dir, recordFile), append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write node record: %w", err)
 	}
 	return nil
