@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -148,21 +149,12 @@ func mountDev(p string) (uint64, error) {
 
 // isMountPoint reports whether p is a mount point in this mount namespace.
 func isMountPoint(p string) (bool, error) {
-	dev, err := mountDev(p)
+	all, err := mountPoints()
 	if err != nil {
 		return false, err
 	}
-	if dev != 0 {
-		return true, nil
-	}
-	// Device 0:0 does not exist, but be exact anyway.
-	all, _ := mountPoints()
-	for _, m := range all {
-		if m.Point == filepath.Clean(p) {
-			return true, nil
-		}
-	}
-	return false, nil
+	p = filepath.Clean(p)
+	return slices.ContainsFunc(all, func(m mountEntry) bool { return m.Point == p }), nil
 }
 
 // mountEntry is one line of /proc/self/mountinfo.

@@ -71,3 +71,11 @@ func TestWaitSuperblockGone(t *testing.T) {
 		t.Error("an unused device number reported present")
 	}
 }
+
+func TestIsMountPoint(t *testing.T) {
+	for p, want := range map[string]bool{"/": true, "/proc": true, "/proc/": true, "/proc/self": false, "/no/such/dir": false} {
+		if got, err := isMountPoint(p); err != nil || got != want {
+			t.Errorf("isMountPoint(%s) = %t, %v; want %t", p, got, err, want)
+		}
+	}
+}
