@@ -140,7 +140,12 @@ func (o *ClusterOptions) pin(n provider.Node) error {
 	if n.HostKey == "" {
 		return nil
 	}
-	return o.Workspace.PinHostKey(net.JoinHostPort(n.Host, strconv.Itoa(n.Port)), n.HostKey)
+	return o.Workspace.PinHostKey(o.pinAddr(n), n.HostKey)
+}
+
+// pinAddr is the known_hosts address of a provider's node.
+func (o *ClusterOptions) pinAddr(n provider.Node) string {
+	return net.JoinHostPort(n.Host, strconv.Itoa(n.Port))
 }
 
 // NodeReport is one node's outcome of a cluster verb.

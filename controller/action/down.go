@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/kthw/kthw/controller/fanout"
@@ -27,7 +26,7 @@ func Down(ctx context.Context, o ClusterOptions) error {
 		return err
 	}
 	for _, r := range recs {
-		names[r.Name] = r.Address.Addr().String()
+		names[r.Name] = r.PinnedAddr()
 	}
 	existing, err := o.Provider.Existing(ctx)
 	if err != nil {
@@ -37,9 +36,12 @@ func Down(ctx context.Context, o ClusterOptions) error {
 	for _, n := range existing {
 		if _, ok := names[n]; !ok {
 			names[n] = ""
+			// A node the provider has and the workspace does not
+			// know: the providers that pin (local, proxmox) pin its
+			// address at port 22.
 			for _, s := range specs {
-				if s.Name == n {
-					names[n] = s.Address.Addr().String()
+				if s.Name == n && s.Address.IsValid() {
+					names[n] = netip.AddrPortFrom(s.Address.Addr(), 22).String()
 				}
 			}
 		}
@@ -77,8 +79,9 @@ func Down(ctx context.Context, o ClusterOptions) error {
 	return errors.Join(errs...)
 }
 
-// destroyNode records the intent, destroys the node and forgets it.
-func destroyNode(ctx context.Context, o ClusterOptions, name, host string) error {
+// destroyNode records the intent, destroys the node and forgets it and
+// the host key kthw pinned for it at pinned ("" for none).
+func destroyNode(ctx context.Context, o ClusterOptions, name, pinned string) error {
 	st := o.Workspace.State
 	err := st.UpdateNode(ctx, name, func(r *state.Node) error {
 		r.Phase = state.PhaseDestroying
@@ -90,8 +93,8 @@ func destroyNode(ctx context.Context, o ClusterOptions, name, host string) error
 	if err := o.Provider.Destroy(ctx, name); err != nil {
 		return fmt.Errorf("destroy node %s: %w", name, err)
 	}
-	if host != "" {
-		if err := o.Workspace.UnpinHost(net.JoinHostPort(host, strconv.Itoa(22))); err != nil {
+	if pinned != "" {
+		if err := o.Workspace.UnpinHost(pinned); err != nil {
 			return err
 		}
 	}

@@ -68,7 +68,7 @@ func cleanHalfMade(ctx context.Context, o ClusterOptions, specs []config.NodeSpe
 			continue
 		}
 		o.emit(r.Name, "cleanup", progress.Started, "left "+string(r.Phase)+" by an earlier run", 0)
-		if err := destroyNode(ctx, o, r.Name, r.Address.Addr().String()); err != nil {
+		if err := destroyNode(ctx, o, r.Name, r.PinnedAddr()); err != nil {
 			return err
 		}
 		o.emit(r.Name, "cleanup", progress.Done, "", 0)
@@ -130,7 +130,10 @@ func upNode(ctx context.Context, o ClusterOptions, spec config.NodeSpec, outputs
 			return "", err
 		}
 		return n.Host, st.UpdateNode(ctx, spec.Name, func(r *state.Node) error {
-			r.Phase, r.ProviderID, r.HostKey = state.PhaseCreated, n.ID, n.HostKey
+			r.Phase, r.ProviderID, r.HostKey, r.PinnedAt = state.PhaseCreated, n.ID, n.HostKey, ""
+			if n.HostKey != "" {
+				r.PinnedAt = o.pinAddr(n)
+			}
 			return nil
 		})
 	}); err != nil {

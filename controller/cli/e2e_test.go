@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,6 +296,7 @@ func (e *e2eEnv) downAndCheck() {
 	if pid := e.lab().ProxyPID(); pid != 0 {
 		t.Fatalf("apt proxy still running as pid %d", pid)
 	}
+	checkNoPins(t, e.ws)
 	st, _, _ := e.status()
 	for _, n := range st.Nodes {
 		if n.State != "missing" {
@@ -376,4 +379,17 @@ func TestE2EKubernetesPackagesFromMirror(t *testing.T) {
 		t.Fatalf("second up changed something: %v\n%s\n%s", err, out, stderr)
 	}
 	e.downAndCheck()
+}
+
+// checkNoPins checks that down removed every host key kthw pinned in the
+// workspace's known_hosts.
+func checkNoPins(t *testing.T, ws string) {
+	t.Helper()
+	kh, err := os.ReadFile(filepath.Join(ws, "known_hosts"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if len(bytes.TrimSpace(kh)) != 0 {
+		t.Errorf("known_hosts after down:\n%s", kh)
+	}
 }

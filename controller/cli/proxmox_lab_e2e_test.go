@@ -190,6 +190,7 @@ func (e *proxmoxLabE2E) downAndCheck() {
 		t.Fatalf("lab nodes after down: %+v %v", nodes, err)
 	}
 	checkNodesGone(t, e.env.LabDir)
+	checkNoPins(t, e.ws)
 	st, _, _ := e.status()
 	for _, n := range st.Nodes {
 		if n.State != "missing" {

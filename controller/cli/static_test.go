@@ -91,8 +91,17 @@ func TestStaticProvider(t *testing.T) {
 			t.Fatalf("node %+v", n)
 		}
 	}
+	kh := filepath.Join(e.dir, "ws", "known_hosts")
+	before, err := os.ReadFile(kh)
+	if err != nil || len(before) == 0 {
+		t.Fatalf("known_hosts after up --accept-new: %q %v", before, err)
+	}
 	if _, stderr, err := run("down", "--yes"); err != nil {
 		t.Fatalf("down: %v\n%s", err, stderr)
+	}
+	// The machines stay, and so do the keys the user accepted for them.
+	if after, _ := os.ReadFile(kh); !bytes.Equal(after, before) {
+		t.Errorf("known_hosts changed by down:\n%s\nwas:\n%s", after, before)
 	}
 	// Static machines are not destroyed: they still answer.
 	if _, stderr, err := run("status"); err != nil {

@@ -49,6 +49,10 @@ type Node struct {
 	// HostKey is the node's SSH host public key in authorized_keys format
 	// ("ssh-ed25519 AAAA..."), pinned for known_hosts.
 	HostKey string `json:"hostKey,omitempty"`
+	// PinnedAt is the host:port whose known_hosts entry kthw pinned with
+	// HostKey; empty when kthw pinned nothing (the provider learned no key
+	// out of band).
+	PinnedAt string `json:"pinnedAt,omitempty"`
 	// AgentSHA256 is the hex sha256 of the kthw-agent binary on the node.
 	AgentSHA256 string `json:"agentSHA256,omitempty"`
 	// CreatedAt is when the record was first stored; set by the Store.
@@ -217,4 +221,17 @@ func (s *Store) SetProviderID(ctx context.Context, name, id string) error {
 		return nil
 	}
 	return err
+}
+
+// PinnedAddr is the known_hosts address kthw pinned for n, "" for none.
+// Records from before PinnedAt was kept name their address at port 22, as
+// the providers that pin (local, proxmox) use.
+func (n Node) PinnedAddr() string {
+	switch {
+	case n.PinnedAt != "":
+		return n.PinnedAt
+	case n.HostKey != "" && n.Address.IsValid():
+		return netip.AddrPortFrom(n.Address.Addr(), 22).String()
+	}
+	return ""
 }
