@@ -19,6 +19,7 @@ import (
 	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/internal/agentbuild"
 	"github.com/kthw/kthw/controller/internal/aptrepo"
+	"github.com/kthw/kthw/controller/internal/labtest"
 	"github.com/kthw/kthw/controller/lab"
 	"github.com/kthw/kthw/controller/provider/local"
 )
@@ -76,6 +77,9 @@ func newE2EWith(t *testing.T, clusterYAML string) *e2eEnv {
 			t.Skipf("e2e: %s not installed (scripts/setup.sh installs it)", p)
 		}
 	}
+	// One run at a time on the machine: the bridge and the proxy port are fixed. Released
+	// after the teardown below.
+	labtest.HostLock(t, "kthw-cli-e2e")
 	dir := t.TempDir()
 	e := &e2eEnv{t: t, dir: dir, ws: filepath.Join(dir, "ws"), labDir: filepath.Join(dir, "lab")}
 	e.file = filepath.Join(dir, "cluster.yaml")

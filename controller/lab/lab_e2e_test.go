@@ -20,8 +20,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
+	"github.com/kthw/kthw/controller/internal/labtest"
 	"github.com/kthw/kthw/controller/lab"
 )
 
@@ -34,7 +34,6 @@ import (
 const (
 	e2eDir    = "/var/lib/kthw/lab-e2e"
 	e2eBridge = "kthwlabt0"
-	e2eLock   = "/run/lock/kthw-lab-e2e.lock"
 )
 
 var e2eRange = netip.MustParsePrefix("10.200.213.1/24")
@@ -316,14 +315,7 @@ func newE2ELab(t *testing.T) (*lab.Lab, context.Context) {
 	}
 	// One run at a time on the machine: the directory, bridge and range are fixed, and a run
 	// starts by tearing down what it finds there. Released after the teardown below.
-	lock, err := os.OpenFile(e2eLock, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lock.Close() })
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatalf("lock %s: %v", e2eLock, err)
-	}
+	labtest.HostLock(t, "kthw-lab-e2e")
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	t.Cleanup(cancel)
 	if err := l.Teardown(ctx); err != nil {

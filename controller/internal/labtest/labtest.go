@@ -188,6 +188,24 @@ func (c *Cluster) Exec(t testing.TB, nd *Node, cmd string) string {
 	return string(out)
 }
 
+// HostLock takes the machine-wide lock /run/lock/<name>.lock, waiting for
+// it, for tests whose network, port or directory is fixed: one run at a
+// time on the machine. It is released when the test's cleanups reach it,
+// so cleanups registered after HostLock (a teardown) run while it is held.
+func HostLock(t testing.TB, name string) {
+	t.Helper()
+	p := "/run/lock/" + name + ".lock"
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("labtest: lock %s: %v", p, err)
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
 // takeSlot locks a free slot for the test's lifetime.
 func takeSlot(t testing.TB) int {
 	t.Helper()

@@ -9,12 +9,9 @@ package pvelabtest
 import (
 	"context"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/kthw/kthw/controller/internal/labtest"
 	"github.com/kthw/kthw/controller/lab"
@@ -64,7 +61,8 @@ func Skip(t testing.TB) {
 func Start(t testing.TB, opts ...pvesim.Option) *Env {
 	t.Helper()
 	Skip(t)
-	unlock := lock(t)
+	// One run at a time on the machine: the bridge, range and port are fixed.
+	labtest.HostLock(t, "kthw-pvelabtest")
 	dir := t.TempDir()
 	l, err := lab.New(lab.Config{Dir: filepath.Join(dir, "lab"), ImageDir: ImageDir, Bridge: Bridge,
 		BridgeAddress: BridgeAddress, ProxyPort: ProxyPort})
@@ -76,10 +74,9 @@ func Start(t testing.TB, opts ...pvesim.Option) *Env {
 		t.Fatal(err)
 	}
 	env := &Env{Backend: b, Lab: l, LabDir: l.Config().Dir}
-	// Registered before the simulator's own cleanup, so it runs after the simulator stopped;
-	// the lock goes last.
+	// Registered before the simulator's own cleanup, so it runs after the simulator stopped,
+	// and after the lock's, so the lock goes last.
 	t.Cleanup(func() {
-		defer unlock()
 		if err := l.Teardown(context.Background()); err != nil {
 			t.Errorf("pvelabtest: teardown: %v", err)
 		}
@@ -94,18 +91,4 @@ func Start(t testing.TB, opts ...pvesim.Option) *Env {
 	}
 	env.Sim = pvesim.Start(t, append([]pvesim.Option{pvesim.WithBackend(b)}, opts...)...)
 	return env
-}
-
-// lock takes the host-wide lock of the tests' network; the caller releases it.
-func lock(t testing.TB) func() {
-	t.Helper()
-	f, err := os.OpenFile("/run/lock/kthw-pvelabtest.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	return func() { f.Close() }
 }
