@@ -4,15 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kthw/kthw/controller/config"
 	"github.com/kthw/kthw/controller/internal/labtest"
 	"github.com/kthw/kthw/controller/node"
+	"github.com/kthw/kthw/controller/nodeprep"
+	"github.com/kthw/kthw/controller/sshx"
 	agentv1 "github.com/kthw/kthw/proto/kthw/agent/v1"
 )
 
@@ -294,4 +300,137 @@ func TestLabHostname(t *testing.T) {
 		t.Errorf("getent hosts other: %q", got)
 	}
 	mustModule(t, nd, req, false)
+}
+
+// TestLabFirewallUFW opens the ubuntu profile's control-plane ports with the
+// firewall module in Debian's ufw (iptables-nft in the node's own network
+// namespace), and checks the result with ufw and iptables themselves and
+// with a connection from the host. Enabling ufw also applies its
+// /etc/ufw/sysctl.conf (IPT_SYSCTL): net.* keys only, which lab nodes may
+// write, so the node needs no change for it.
+func TestLabFirewallUFW(t *testing.T) {
+	c := labtest.Start(t, 1)
+	nd := c.Nodes[0]
+	mustModule(t, nd, &agentv1.RunModuleRequest{Name: "packages ufw", Module: &agentv1.RunModuleRequest_Packages{Packages: &agentv1.PackagesModule{
+		Packages: []*agentv1.Package{{Name: "ufw"}}}}}, true)
+
+	cl := config.Default("ubuntu")
+	nodes, err := cl.Nodes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err := nodeprep.FromProfile(cl, nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := params.FirewallPorts[config.RoleControlPlane]
+	if params.FirewallTool != "ufw" || len(ports) == 0 {
+		t.Fatalf("ubuntu profile: firewall %q, control-plane ports %v", params.FirewallTool, ports)
+	}
+	req := func(checkOnly bool) *agentv1.RunModuleRequest {
+		return &agentv1.RunModuleRequest{Name: "firewall", CheckOnly: checkOnly, Module: &agentv1.RunModuleRequest_Firewall{Firewall: &agentv1.FirewallModule{
+			Tool: params.FirewallTool, Ports: ports}}}
+	}
+
+	// Installed but inactive: the module leaves it alone.
+	r := mustModule(t, nd, req(false), false)
+	if !strings.Contains(r.res.GetSkippedReason(), "ufw is not running") {
+		t.Fatalf("inactive ufw: %v", r.res)
+	}
+	if got := c.Exec(t, nd, "ufw show added"); !strings.Contains(got, "(None)") {
+		t.Fatalf("rules added to an inactive ufw:\n%s", got)
+	}
+
+	// ufw loads its rules with iptables and ip6tables (nft backend).
+	if out, err := sshx.Run(context.Background(), nd.SSH, "iptables -w -S 2>&1 && ip6tables -w -S 2>&1", nil); err != nil {
+		t.Skipf("lab node cannot run iptables for ufw: %v: %s", err, out)
+	}
+	// What an admin does first: keep SSH open (and here one port of the
+	// set, without a comment), then enable ufw.
+	c.Exec(t, nd, "ufw allow 22/tcp && ufw allow 6443/tcp && ufw --force enable")
+	if got := c.Exec(t, nd, "ufw status"); !strings.Contains(got, "Status: active") {
+		t.Fatalf("ufw status after enable:\n%s", got)
+	}
+	added := c.Exec(t, nd, "ufw show added")
+	status := c.Exec(t, nd, "ufw status verbose")
+
+	// A listener on one of the ports: ufw drops connections to it until
+	// the module opens it.
+	c.Exec(t, nd, "systemd-run --unit=kthw-listen python3 -m http.server --bind 0.0.0.0 10259 >/dev/null 2>&1 && for i in $(seq 50); do ss -Hltn 'sport = :10259' | grep -q . && exit 0; sleep 0.1; done; exit 1")
+	listener := netip.AddrPortFrom(nd.Address, 10259).String()
+	dial := func() error {
+		conn, err := net.DialTimeout("tcp", listener, 2*time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := dial(); err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("connect to %s before the module opened it: %v, want a timeout (dropped)", listener, err)
+	}
+
+	r = mustModule(t, nd, req(true), true)
+	var want strings.Builder
+	for _, p := range ports {
+		if p.GetPort() != "6443" {
+			fmt.Fprintf(&want, "ufw: open %s/%s (%s)\n", p.GetPort(), p.GetProtocol(), p.GetComment())
+		}
+	}
+	if r.res.GetDiff() != want.String() {
+		t.Errorf("check diff:\n%s\nwant:\n%s", r.res.GetDiff(), want.String())
+	}
+	if got := c.Exec(t, nd, "ufw show added"); got != added {
+		t.Fatalf("check changed ufw's rules:\n%s\nbefore:\n%s", got, added)
+	}
+	if got := c.Exec(t, nd, "ufw status verbose"); got != status {
+		t.Fatalf("check changed the running firewall:\n%s\nbefore:\n%s", got, status)
+	}
+
+	mustModule(t, nd, req(false), true)
+	added = c.Exec(t, nd, "ufw show added")
+	status = c.Exec(t, nd, "ufw status verbose")
+	v4 := c.Exec(t, nd, "iptables -w -S ufw-user-input")
+	v6 := c.Exec(t, nd, "ip6tables -w -S ufw6-user-input")
+	if err := dial(); err != nil {
+		t.Errorf("connect to %s after the module opened it: %v", listener, err)
+	}
+	for _, p := range ports {
+		spec := strings.Replace(p.GetPort(), "-", ":", 1) + "/" + p.GetProtocol()
+		rule := "ufw allow " + spec
+		if p.GetPort() != "6443" {
+			rule += " comment '" + p.GetComment() + "'"
+		}
+		if !slices.Contains(strings.Split(added, "\n"), rule) {
+			t.Errorf("ufw show added has no %q:\n%s", rule, added)
+		}
+		if !slices.ContainsFunc(strings.Split(status, "\n"), func(l string) bool {
+			f := strings.Fields(l)
+			return len(f) >= 4 && f[0] == spec && f[1] == "ALLOW" && f[2] == "IN" && f[3] == "Anywhere"
+		}) {
+			t.Errorf("ufw status verbose does not allow %s in:\n%s", spec, status)
+		}
+		// The running firewall: an ACCEPT rule in ufw's user chain.
+		dport := "--dport " + p.GetPort() + " "
+		if strings.Contains(p.GetPort(), "-") {
+			dport = "--dports " + strings.Replace(p.GetPort(), "-", ":", 1) + " "
+		}
+		for fam, rules := range map[string]string{"iptables ufw-user-input": v4, "ip6tables ufw6-user-input": v6} {
+			if !slices.ContainsFunc(strings.Split(rules, "\n"), func(l string) bool {
+				return strings.Contains(l, "-p "+p.GetProtocol()+" ") && strings.Contains(l, dport) && strings.HasSuffix(l, "-j ACCEPT")
+			}) {
+				t.Errorf("%s has no ACCEPT for %s:\n%s", fam, spec, rules)
+			}
+		}
+	}
+	if !slices.Contains(strings.Split(added, "\n"), "ufw allow 22/tcp") {
+		t.Errorf("the admin's rule is gone:\n%s", added)
+	}
+
+	r = mustModule(t, nd, req(false), false)
+	if r.res.GetDiff() != "" {
+		t.Errorf("second apply diff: %q", r.res.GetDiff())
+	}
+	if got := c.Exec(t, nd, "ufw show added"); got != added {
+		t.Errorf("second apply changed ufw's rules:\n%s\nbefore:\n%s", got, added)
+	}
 }
